@@ -1,0 +1,67 @@
+//! Short-lived shared state: single-use tokens, counters with a window.
+//!
+//! Embedded mode keeps it in process ([`MemoryCache`]); production keeps it in Redis
+//! ([`RedisCache`]) so several daemons share it. Both give the same guarantees, and
+//! one conformance test suite runs against both.
+
+mod memory;
+mod redis;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub use self::memory::MemoryCache;
+pub use self::redis::RedisCache;
+
+use crate::config::RedisSettings;
+
+/// A cache failure; its text never reaches a client.
+#[derive(Debug, thiserror::Error)]
+#[error("cache: {0}")]
+pub struct CacheError(String);
+
+/// Short-lived key-value state with expiry.
+#[async_trait]
+pub trait Cache: Send + Sync + 'static {
+    /// `embedded` or `redis`, for logs and `/ready`.
+    fn backend(&self) -> &'static str;
+
+    /// A round trip to the cache.
+    async fn health(&self) -> Result<(), CacheError>;
+
+    /// Stores `value` under `key` for `ttl` unless the key exists; true if stored.
+    async fn put_if_absent(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<bool, CacheError>;
+
+    /// Reads and deletes `key` atomically: of concurrent callers, one gets the value.
+    async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError>;
+
+    /// Reads `key` without consuming it.
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError>;
+
+    /// Deletes `key`; deleting a missing key is not an error.
+    async fn delete(&self, key: &str) -> Result<(), CacheError>;
+
+    /// Counts one hit on `key` in a fixed window of `window` that starts at the first
+    /// hit; returns the hits so far and the time left in the window.
+    async fn hit(&self, key: &str, window: Duration) -> Result<(u64, Duration), CacheError>;
+}
+
+/// The configured cache: Redis when `redis.url` is set, else in-process.
+pub async fn connect(settings: &RedisSettings) -> anyhow::Result<Arc<dyn Cache>> {
+    use anyhow::Context;
+    Ok(match &settings.url {
+        None => Arc::new(MemoryCache::default()),
+        Some(url) => Arc::new(
+            RedisCache::connect(url, &settings.key_prefix)
+                .await
+                .context("redis.url: cannot connect to Redis")?,
+        ),
+    })
+}

@@ -1,0 +1,121 @@
+//! The Redis cache of production: shared by every daemon.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+use secrecy::{ExposeSecret, SecretString};
+
+use super::{Cache, CacheError};
+
+/// A Redis connection (reconnecting on failure) and the prefix of every key.
+#[derive(Clone)]
+pub struct RedisCache {
+    conn: ConnectionManager,
+    prefix: String,
+}
+
+impl std::fmt::Debug for RedisCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisCache")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl From<redis::RedisError> for CacheError {
+    fn from(e: redis::RedisError) -> Self {
+        CacheError(e.to_string())
+    }
+}
+
+/// INCR that starts the window's expiry on the first hit; returns (count, ms left).
+const HIT_SCRIPT: &str = r"
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return {n, redis.call('PTTL', KEYS[1])}
+";
+
+impl RedisCache {
+    /// Connects and checks the server answers.
+    pub async fn connect(url: &SecretString, prefix: &str) -> anyhow::Result<Self> {
+        let client = redis::Client::open(url.expose_secret())?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(Some(Duration::from_secs(5)));
+        let conn = ConnectionManager::new_with_config(client, config).await?;
+        let cache = Self {
+            conn,
+            prefix: prefix.to_owned(),
+        };
+        cache.health().await?;
+        Ok(cache)
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+}
+
+#[async_trait]
+impl Cache for RedisCache {
+    fn backend(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn health(&self) -> Result<(), CacheError> {
+        let mut conn = self.conn.clone();
+        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    async fn put_if_absent(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<bool, CacheError> {
+        let mut conn = self.conn.clone();
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let set: Option<String> = redis::cmd("SET")
+            .arg(self.key(key))
+            .arg(value)
+            .arg("NX")
+            .arg("PX")
+            .arg(ms)
+            .query_async(&mut conn)
+            .await?;
+        Ok(set.is_some())
+    }
+
+    async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
+        let mut conn = self.conn.clone();
+        Ok(conn.get_del(self.key(key)).await?)
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
+        let mut conn = self.conn.clone();
+        Ok(conn.get(self.key(key)).await?)
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), CacheError> {
+        let mut conn = self.conn.clone();
+        let _: u64 = conn.del(self.key(key)).await?;
+        Ok(())
+    }
+
+    async fn hit(&self, key: &str, window: Duration) -> Result<(u64, Duration), CacheError> {
+        let mut conn = self.conn.clone();
+        let ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1);
+        let (count, left): (u64, i64) = redis::Script::new(HIT_SCRIPT)
+            .key(self.key(key))
+            .arg(ms)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok((
+            count,
+            Duration::from_millis(u64::try_from(left).unwrap_or(0)),
+        ))
+    }
+}

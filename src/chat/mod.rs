@@ -1,0 +1,5 @@
+//! Chat: the puppets people act through.
+
+mod puppets;
+
+pub use puppets::Puppets;

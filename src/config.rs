@@ -1,0 +1,406 @@
+//! Configuration: a YAML file layered with `CHATSENDER__SECTION__KEY` environment overrides.
+//!
+//! Every key is documented in `config.example.yaml`. Unknown keys and bad values are
+//! rejected with the key's path (`homeserver.url: …`), so a typo never silently falls
+//! back to a default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use anyhow::Context;
+use ruma::{OwnedServerName, OwnedUserId, UserId};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Deserializer, de::Error as _};
+use url::Url;
+
+/// The environment variable that names the config file when `-c` is not given.
+pub const CONFIG_ENV: &str = "CHATSENDER_CONFIG";
+
+/// The whole configuration of the daemon.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub homeserver: HomeserverSettings,
+    pub appservice: AppserviceSettings,
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    #[serde(default)]
+    pub database: DatabaseSettings,
+    #[serde(default)]
+    pub redis: RedisSettings,
+    #[serde(default)]
+    pub log: LogSettings,
+}
+
+/// How the daemon reaches Synapse.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HomeserverSettings {
+    #[serde(deserialize_with = "http_url")]
+    pub url: Url,
+    pub server_name: OwnedServerName,
+}
+
+/// The application-service registration shared with Synapse.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppserviceSettings {
+    #[serde(default = "default_appservice_id", deserialize_with = "non_empty")]
+    pub id: String,
+    /// How Synapse reaches the daemon: the registration's `url`.
+    #[serde(deserialize_with = "http_url")]
+    pub address: Url,
+    #[serde(default = "empty_secret")]
+    pub as_token: SecretString,
+    #[serde(default = "empty_secret")]
+    pub hs_token: SecretString,
+    #[serde(default = "default_bot_localpart", deserialize_with = "localpart")]
+    pub bot_localpart: String,
+    #[serde(default = "default_user_prefix", deserialize_with = "localpart")]
+    pub user_prefix: String,
+}
+
+/// Where the daemon keeps its state.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    #[serde(default = "default_database_url")]
+    pub url: DatabaseUrl,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+}
+
+/// The database backend chosen by the URL's scheme.
+#[derive(Debug, Clone)]
+pub enum DatabaseUrl {
+    /// `sqlite://path/to/file.db` (relative to the working directory) or `sqlite::memory:`.
+    Sqlite(String),
+    /// `mysql://user:pass@host:port/db` (MariaDB or MySQL); `mariadb://` is accepted too.
+    Mysql(SecretString),
+}
+
+/// The optional shared cache and event bus.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    /// Empty: embedded mode (no Redis).
+    #[serde(default, deserialize_with = "redis_url")]
+    pub url: Option<SecretString>,
+    /// Prepended to every key, so several deployments can share one Redis.
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
+}
+
+/// Logging.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    #[serde(default = "default_log_level")]
+    pub level: String,
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+/// The log line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Pretty,
+    Json,
+}
+
+impl Settings {
+    /// Reads `path` and applies `CHATSENDER__…` environment overrides.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        if !path.exists() {
+            anyhow::bail!(
+                "{}: no such config file (copy config.example.yaml, or pass -c / set {CONFIG_ENV})",
+                path.display()
+            );
+        }
+        let raw = config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Yaml))
+            .add_source(
+                config::Environment::with_prefix("CHATSENDER")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true),
+            )
+            .build()
+            .with_context(|| format!("{}: cannot read config", path.display()))?;
+        Self::from_source(raw).with_context(|| format!("{}", path.display()))
+    }
+
+    /// Deserializes from any `config` source, naming the path of a bad key.
+    pub fn from_source(raw: config::Config) -> anyhow::Result<Self> {
+        let settings: Settings = serde_path_to_error::deserialize(raw).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if path == "." {
+                anyhow::anyhow!("{inner}")
+            } else {
+                anyhow::anyhow!("{path}: {inner}")
+            }
+        })?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.database.max_connections == 0 {
+            anyhow::bail!("database.max_connections: must be at least 1");
+        }
+        if !self
+            .appservice
+            .bot_localpart
+            .starts_with(&self.appservice.user_prefix)
+        {
+            anyhow::bail!(
+                "appservice.bot_localpart: `{}` must start with appservice.user_prefix `{}` so the bot is in the namespace",
+                self.appservice.bot_localpart,
+                self.appservice.user_prefix
+            );
+        }
+        self.appservice.bot_user_id(&self.homeserver.server_name)?;
+        Ok(())
+    }
+
+    /// Fails unless both appservice tokens are set (what `serve` needs).
+    pub fn require_tokens(&self) -> anyhow::Result<()> {
+        for (name, token) in [
+            ("as_token", &self.appservice.as_token),
+            ("hs_token", &self.appservice.hs_token),
+        ] {
+            if token.expose_secret().is_empty() {
+                anyhow::bail!(
+                    "appservice.{name}: empty; run `chatsender registration` to generate the tokens and Synapse's registration file"
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+impl AppserviceSettings {
+    /// The user the appservice acts as when no puppet is named.
+    pub fn bot_user_id(&self, server_name: &ruma::ServerName) -> anyhow::Result<OwnedUserId> {
+        UserId::parse(format!("@{}:{server_name}", self.bot_localpart))
+            .context("appservice.bot_localpart: not a valid Matrix user localpart")
+    }
+}
+
+impl FromStr for DatabaseUrl {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let scheme = s.split(':').next().unwrap_or_default();
+        match scheme {
+            "sqlite" => Ok(Self::Sqlite(s.to_owned())),
+            "mysql" | "mariadb" => {
+                let url = Url::parse(s).map_err(|e| format!("invalid URL: {e}"))?;
+                if url.path().trim_start_matches('/').is_empty() {
+                    return Err(
+                        "the MariaDB URL names no database (mysql://user:pass@host/DATABASE)"
+                            .into(),
+                    );
+                }
+                Ok(Self::Mysql(SecretString::from(
+                    s.replacen("mariadb:", "mysql:", 1),
+                )))
+            }
+            _ => Err(format!(
+                "`{s}` is neither sqlite://… nor mysql://… (MariaDB)"
+            )),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for DatabaseUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(D::Error::custom)
+    }
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: default_database_url(),
+            max_connections: default_max_connections(),
+        }
+    }
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            url: None,
+            key_prefix: default_key_prefix(),
+        }
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            level: default_log_level(),
+            format: LogFormat::default(),
+        }
+    }
+}
+
+fn http_url<'de, D: Deserializer<'de>>(d: D) -> Result<Url, D::Error> {
+    let s = String::deserialize(d)?;
+    let url = Url::parse(&s).map_err(|e| D::Error::custom(format!("`{s}` is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(D::Error::custom(format!(
+            "`{s}` is not an http(s) URL with a host"
+        )));
+    }
+    Ok(url)
+}
+
+fn redis_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SecretString>, D::Error> {
+    let s = Option::<String>::deserialize(d)?.unwrap_or_default();
+    if s.is_empty() {
+        return Ok(None);
+    }
+    let url = Url::parse(&s).map_err(|e| D::Error::custom(format!("not a URL: {e}")))?;
+    if !matches!(url.scheme(), "redis" | "rediss") {
+        return Err(D::Error::custom(
+            "must be empty (embedded mode) or a redis:// URL",
+        ));
+    }
+    Ok(Some(SecretString::from(s)))
+}
+
+fn non_empty<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.is_empty() {
+        return Err(D::Error::custom("must not be empty"));
+    }
+    Ok(s)
+}
+
+fn localpart<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    let ok = !s.is_empty()
+        && s.bytes()
+            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'=' | b'-' | b'/'));
+    if !ok {
+        return Err(D::Error::custom(format!(
+            "`{s}` may only use a-z, 0-9 and ._=-/ (Matrix localpart characters)"
+        )));
+    }
+    Ok(s)
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8000))
+}
+fn default_appservice_id() -> String {
+    "chatsender".into()
+}
+fn empty_secret() -> SecretString {
+    SecretString::from("")
+}
+fn default_bot_localpart() -> String {
+    "chatsender_bot".into()
+}
+fn default_user_prefix() -> String {
+    "chatsender_".into()
+}
+fn default_database_url() -> DatabaseUrl {
+    DatabaseUrl::Sqlite("sqlite://data/chatsender.db".into())
+}
+fn default_max_connections() -> u32 {
+    10
+}
+fn default_key_prefix() -> String {
+    "chatsender:".into()
+}
+fn default_log_level() -> String {
+    "info".into()
+}
+
+/// The config path: `-c`, else `$CHATSENDER_CONFIG`, else `./config.yaml`.
+pub fn config_path(flag: Option<PathBuf>) -> PathBuf {
+    flag.or_else(|| std::env::var_os(CONFIG_ENV).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("config.yaml"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> anyhow::Result<Settings> {
+        let raw = config::Config::builder()
+            .add_source(config::File::from_str(yaml, config::FileFormat::Yaml))
+            .build()?;
+        Settings::from_source(raw)
+    }
+
+    const MINIMAL: &str = "homeserver: {url: 'http://127.0.0.1:8008', server_name: localhost}\nappservice: {address: 'http://127.0.0.1:8000'}\n";
+
+    #[test]
+    fn minimal_config_takes_the_embedded_defaults() {
+        let s = parse(MINIMAL).expect("minimal config");
+        assert!(
+            matches!(s.database.url, DatabaseUrl::Sqlite(ref u) if u == "sqlite://data/chatsender.db")
+        );
+        assert!(s.redis.url.is_none());
+        assert_eq!(s.appservice.user_prefix, "chatsender_");
+        assert_eq!(s.listen, default_listen());
+        assert!(
+            s.require_tokens().is_err(),
+            "empty tokens must not be served"
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_path() {
+        let err = parse(&format!(
+            "{MINIMAL}database: {{url: 'sqlite::memory:', colour: red}}\n"
+        ))
+        .expect_err("unknown key");
+        let msg = format!("{err:#}");
+        assert!(msg.contains("database") && msg.contains("colour"), "{msg}");
+    }
+
+    #[test]
+    fn bad_urls_are_named_with_their_path() {
+        let err = parse("homeserver: {url: 'not a url', server_name: localhost}\nappservice: {address: 'http://127.0.0.1:8000'}\n")
+            .expect_err("bad homeserver url");
+        assert!(
+            format!("{err:#}").starts_with("homeserver.url: "),
+            "{err:#}"
+        );
+
+        let err =
+            parse(&format!("{MINIMAL}database: {{url: 'postgres://x/y'}}\n")).expect_err("bad db");
+        assert!(format!("{err:#}").starts_with("database.url: "), "{err:#}");
+
+        let err = parse(&format!(
+            "{MINIMAL}redis: {{url: 'http://127.0.0.1:6379'}}\n"
+        ))
+        .expect_err("bad redis");
+        assert!(format!("{err:#}").starts_with("redis.url: "), "{err:#}");
+    }
+
+    #[test]
+    fn bad_localparts_and_numbers_are_refused() {
+        let err = parse("homeserver: {url: 'http://h', server_name: localhost}\nappservice: {address: 'http://h', user_prefix: 'Bad Prefix'}\n")
+            .expect_err("bad prefix");
+        assert!(
+            format!("{err:#}").starts_with("appservice.user_prefix: "),
+            "{err:#}"
+        );
+        let err = parse(&format!("{MINIMAL}database: {{max_connections: lots}}\n"))
+            .expect_err("bad number");
+        assert!(
+            format!("{err:#}").contains("database.max_connections"),
+            "{err:#}"
+        );
+    }
+}

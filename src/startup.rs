@@ -1,0 +1,197 @@
+//! Building the daemon from its settings and running it until told to stop.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::http::{Method, Uri};
+use axum::response::Response;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::trace::TraceLayer;
+
+use crate::api::{self, OpsState};
+use crate::appservice::{self, AppserviceError, AppserviceState};
+use crate::cache::{self, Cache};
+use crate::config::Settings;
+use crate::matrix::{Homeserver, HomeserverClient};
+use crate::store::{self, Store};
+use crate::telemetry;
+
+/// Longest wait between two start-up pings of the homeserver.
+const PING_MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// A daemon with its listener bound and its state connected, not yet serving.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    homeserver: Arc<dyn Homeserver>,
+    store: Arc<dyn Store>,
+    cache: Arc<dyn Cache>,
+    pinged: Arc<AtomicBool>,
+}
+
+impl Application {
+    /// Connects the database (running migrations) and the cache, and binds `listen`.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        settings.require_tokens()?;
+        let store = store::connect(&settings.database).await?;
+        let cache = cache::connect(&settings.redis).await?;
+        let homeserver: Arc<dyn Homeserver> = Arc::new(HomeserverClient::new(
+            &settings.homeserver.url,
+            &settings.appservice.id,
+            settings.appservice.as_token.clone(),
+        )?);
+        let pinged = Arc::new(AtomicBool::new(false));
+        let appservice = AppserviceState {
+            hs_token: settings.appservice.hs_token.clone(),
+            bot_user_id: settings
+                .appservice
+                .bot_user_id(&settings.homeserver.server_name)?,
+            store: store.clone(),
+        };
+        let ops = OpsState {
+            store: store.clone(),
+            cache: cache.clone(),
+            homeserver: homeserver.clone(),
+            pinged: pinged.clone(),
+            metrics: telemetry::metrics_handle(),
+        };
+        let router = Router::new()
+            .merge(appservice::router(appservice))
+            .merge(api::ops_router(ops))
+            .fallback(unrecognized)
+            .method_not_allowed_fallback(unrecognized)
+            .layer(axum::middleware::map_response(log_internal_error))
+            .layer(TraceLayer::new_for_http());
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("listen: cannot bind {}", settings.listen))?;
+        tracing::info!(
+            address = %listener.local_addr()?,
+            database = store.backend(),
+            cache = cache.backend(),
+            "chatsender ready to serve"
+        );
+        Ok(Self {
+            listener,
+            router,
+            homeserver,
+            store,
+            cache,
+            pinged,
+        })
+    }
+
+    /// The address actually bound (for `listen: …:0`).
+    pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.listener.local_addr()?)
+    }
+
+    /// The store this daemon writes to.
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
+    /// The cache this daemon uses.
+    pub fn cache(&self) -> Arc<dyn Cache> {
+        self.cache.clone()
+    }
+
+    /// The puppet layer this daemon acts through.
+    pub fn homeserver(&self) -> Arc<dyn Homeserver> {
+        self.homeserver.clone()
+    }
+
+    /// Serves until `shutdown` completes, then finishes the requests in flight (an
+    /// appservice transaction being recorded is completed and answered).
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let stop = CancellationToken::new();
+        let pinger = tokio::spawn(ping_until_answered(
+            self.homeserver.clone(),
+            self.pinged.clone(),
+            stop.clone(),
+        ));
+        let served = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                tracing::info!("shutting down: finishing requests in flight");
+            })
+            .await;
+        stop.cancel();
+        let _ = pinger.await;
+        served.context("server error")
+    }
+}
+
+/// Pings the homeserver with backoff until it answers: that proves both directions
+/// work and makes Synapse redeliver any transactions it holds back.
+async fn ping_until_answered(
+    homeserver: Arc<dyn Homeserver>,
+    pinged: Arc<AtomicBool>,
+    stop: CancellationToken,
+) {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match homeserver.ping().await {
+            Ok(()) => {
+                pinged.store(true, Ordering::Release);
+                tracing::info!("homeserver answered the appservice ping");
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%error, retry_in = ?delay, "appservice ping failed");
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(PING_MAX_BACKOFF);
+    }
+}
+
+/// Any route the daemon does not serve: Matrix's `M_UNRECOGNIZED`.
+async fn unrecognized(method: Method, uri: Uri) -> AppserviceError {
+    AppserviceError::Unrecognized {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+    }
+}
+
+/// Logs the cause of a 500 once, here, rather than where the error is made.
+async fn log_internal_error(response: Response) -> Response {
+    if let Some(cause) = response.extensions().get::<Arc<anyhow::Error>>() {
+        tracing::error!(error = format!("{cause:#}"), "request failed");
+    }
+    response
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+}
