@@ -114,14 +114,21 @@ pub enum LogFormat {
 impl Settings {
     /// Reads `path` and applies `CHATSENDER__…` environment overrides.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        if !path.exists() {
-            anyhow::bail!(
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => anyhow::bail!(
                 "{}: no such config file (copy config.example.yaml, or pass -c / set {CONFIG_ENV})",
                 path.display()
-            );
-        }
+            ),
+            Err(e) => return Err(e).with_context(|| format!("{}: cannot read", path.display())),
+        };
+        Self::parse(&text).with_context(|| path.display().to_string())
+    }
+
+    /// Parses YAML `text` and applies `CHATSENDER__…` environment overrides.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
         let raw = config::Config::builder()
-            .add_source(config::File::from(path).format(config::FileFormat::Yaml))
+            .add_source(config::File::from_str(text, config::FileFormat::Yaml))
             .add_source(
                 config::Environment::with_prefix("CHATSENDER")
                     .prefix_separator("__")
@@ -129,12 +136,12 @@ impl Settings {
                     .try_parsing(true),
             )
             .build()
-            .with_context(|| format!("{}: cannot read config", path.display()))?;
-        Self::from_source(raw).with_context(|| format!("{}", path.display()))
+            .context("not valid YAML")?;
+        Self::from_source(raw)
     }
 
     /// Deserializes from any `config` source, naming the path of a bad key.
-    pub fn from_source(raw: config::Config) -> anyhow::Result<Self> {
+    fn from_source(raw: config::Config) -> anyhow::Result<Self> {
         let settings: Settings = serde_path_to_error::deserialize(raw).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
@@ -335,10 +342,7 @@ mod tests {
     use super::*;
 
     fn parse(yaml: &str) -> anyhow::Result<Settings> {
-        let raw = config::Config::builder()
-            .add_source(config::File::from_str(yaml, config::FileFormat::Yaml))
-            .build()?;
-        Settings::from_source(raw)
+        Settings::parse(yaml)
     }
 
     const MINIMAL: &str = "homeserver: {url: 'http://127.0.0.1:8008', server_name: localhost}\nappservice: {address: 'http://127.0.0.1:8000'}\n";

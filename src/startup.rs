@@ -16,7 +16,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::api::{self, OpsState};
 use crate::appservice::{self, AppserviceError, AppserviceState};
-use crate::cache::{self, Cache};
+use crate::cache;
 use crate::config::Settings;
 use crate::matrix::{Homeserver, HomeserverClient};
 use crate::store::{self, Store};
@@ -31,7 +31,6 @@ pub struct Application {
     router: Router,
     homeserver: Arc<dyn Homeserver>,
     store: Arc<dyn Store>,
-    cache: Arc<dyn Cache>,
     pinged: Arc<AtomicBool>,
 }
 
@@ -75,14 +74,13 @@ impl Application {
             address = %listener.local_addr()?,
             database = store.backend(),
             cache = cache.backend(),
-            "chatsender ready to serve"
+            "listening"
         );
         Ok(Self {
             listener,
             router,
             homeserver,
             store,
-            cache,
             pinged,
         })
     }
@@ -95,11 +93,6 @@ impl Application {
     /// The store this daemon writes to.
     pub fn store(&self) -> Arc<dyn Store> {
         self.store.clone()
-    }
-
-    /// The cache this daemon uses.
-    pub fn cache(&self) -> Arc<dyn Cache> {
-        self.cache.clone()
     }
 
     /// The puppet layer this daemon acts through.

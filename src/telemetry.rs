@@ -1,5 +1,6 @@
 //! Logs (`tracing`) and metrics (Prometheus), both process-wide.
 
+use std::io::IsTerminal;
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -15,6 +16,7 @@ pub fn init_logs(settings: &LogSettings) {
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _already_set = match settings.format {
         LogFormat::Pretty => builder.try_init(),

@@ -88,22 +88,29 @@ pub fn write(config_path: &Path, registration_path: &Path) -> anyhow::Result<Set
     ] {
         if token.expose_secret().is_empty() {
             let fresh = new_token();
-            text = fill_empty_token(&text, key, &fresh);
+            text = fill_empty_token(&text, key, &fresh).with_context(|| {
+                format!(
+                    "{}: appservice.{key} is empty and cannot be filled in automatically \
+                     (`appservice:` must be a block mapping); set it to a long random string, \
+                     e.g. from `openssl rand -hex 32`",
+                    config_path.display()
+                )
+            })?;
             *token = fresh.into();
         }
     }
     if text != original {
-        write_private(config_path, &text)?;
-        // What was written must read back as what will be registered.
-        let reread = Settings::load(config_path)?;
+        // Check the edit reads back as what will be registered before replacing the file.
+        let edited = Settings::parse(&text)?;
         anyhow::ensure!(
-            reread.appservice.as_token.expose_secret()
+            edited.appservice.as_token.expose_secret()
                 == settings.appservice.as_token.expose_secret()
-                && reread.appservice.hs_token.expose_secret()
+                && edited.appservice.hs_token.expose_secret()
                     == settings.appservice.hs_token.expose_secret(),
-            "{}: could not fill in appservice tokens; set appservice.as_token and appservice.hs_token by hand",
+            "{}: could not fill in the appservice tokens; set appservice.as_token and appservice.hs_token by hand",
             config_path.display()
         );
+        write_private(config_path, &text)?;
         eprintln!(
             "{}: generated appservice.as_token and appservice.hs_token",
             config_path.display()
@@ -122,15 +129,19 @@ fn new_token() -> String {
 }
 
 /// Sets `appservice.<key>` in the YAML text when it is empty or missing, keeping every
-/// other line (and comment) as it was.
-pub fn fill_empty_token(text: &str, key: &str, value: &str) -> String {
+/// other line (and comment) as it was. `None` when `appservice` is not written as a
+/// block mapping (`appservice: {…}`), which a line edit cannot change safely.
+pub fn fill_empty_token(text: &str, key: &str, value: &str) -> Option<String> {
     let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
-    let section = lines.iter().position(|l| l.trim_end() == "appservice:");
-    let Some(section) = section else {
+    let Some(section) = lines.iter().position(|l| l.starts_with("appservice:")) else {
         lines.push("appservice:".into());
         lines.push(format!("  {key}: \"{value}\""));
-        return lines.join("\n") + "\n";
+        return Some(lines.join("\n") + "\n");
     };
+    let after_colon = lines[section]["appservice:".len()..].trim();
+    if !(after_colon.is_empty() || after_colon.starts_with('#')) {
+        return None;
+    }
     let end = lines[section + 1..]
         .iter()
         .position(|l| !l.is_empty() && !l.starts_with([' ', '\t', '#']))
@@ -145,11 +156,17 @@ pub fn fill_empty_token(text: &str, key: &str, value: &str) -> String {
             if matches!(value_part.trim(), "" | "\"\"" | "''" | "~" | "null") {
                 *line = format!("{indent}{key}: \"{value}\"{comment}");
             }
-            return lines.join("\n") + "\n";
+            return Some(lines.join("\n") + "\n");
         }
     }
-    lines.insert(section + 1, format!("  {key}: \"{value}\""));
-    lines.join("\n") + "\n"
+    let indent = lines[section + 1..end]
+        .iter()
+        .find(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .map_or("  ".to_owned(), |l| {
+            l[..l.len() - l.trim_start().len()].to_owned()
+        });
+    lines.insert(section + 1, format!("{indent}{key}: \"{value}\""));
+    Some(lines.join("\n") + "\n")
 }
 
 /// Escapes regex metacharacters (server names contain dots).
@@ -189,24 +206,38 @@ mod tests {
     #[test]
     fn fills_only_empty_tokens_and_keeps_comments() {
         let text = "homeserver:\n  url: x\nappservice:\n  id: cs\n  as_token: \"\"  # secret\n  hs_token: keep-me\nlisten: 1\n";
-        let out = fill_empty_token(text, "as_token", "AAA");
+        let out = fill_empty_token(text, "as_token", "AAA").expect("a block mapping");
         assert_eq!(
             out,
             "homeserver:\n  url: x\nappservice:\n  id: cs\n  as_token: \"AAA\"  # secret\n  hs_token: keep-me\nlisten: 1\n"
         );
         assert_eq!(
-            fill_empty_token(&out, "hs_token", "BBB"),
-            out,
+            fill_empty_token(&out, "hs_token", "BBB").as_ref(),
+            Some(&out),
             "an existing token is never replaced"
         );
     }
 
     #[test]
     fn adds_a_missing_token_inside_the_appservice_section() {
-        let out = fill_empty_token("appservice:\n  id: cs\nlog: {}\n", "hs_token", "T");
-        assert_eq!(out, "appservice:\n  hs_token: \"T\"\n  id: cs\nlog: {}\n");
+        let out = fill_empty_token("appservice:\n    id: cs\nlog: {}\n", "hs_token", "T");
+        assert_eq!(
+            out.as_deref(),
+            Some("appservice:\n    hs_token: \"T\"\n    id: cs\nlog: {}\n")
+        );
         let out = fill_empty_token("listen: 1\n", "as_token", "T");
-        assert_eq!(out, "listen: 1\nappservice:\n  as_token: \"T\"\n");
+        assert_eq!(
+            out.as_deref(),
+            Some("listen: 1\nappservice:\n  as_token: \"T\"\n")
+        );
+    }
+
+    #[test]
+    fn refuses_to_edit_a_flow_mapping() {
+        assert_eq!(
+            fill_empty_token("appservice: {id: cs, as_token: ''}\n", "as_token", "T"),
+            None
+        );
     }
 
     #[test]

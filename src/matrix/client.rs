@@ -46,6 +46,7 @@ impl HomeserverClient {
         appservice_id: &str,
         as_token: SecretString,
     ) -> anyhow::Result<Self> {
+        crate::install_tls_provider();
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(Duration::from_secs(5))

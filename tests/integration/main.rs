@@ -1,0 +1,7 @@
+//! Integration tests: the daemon against a real Synapse, on every store and cache.
+//! Run them with `./scripts/test`, which starts that Synapse.
+
+mod appservice;
+mod cli;
+mod harness;
+mod state;
