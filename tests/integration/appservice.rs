@@ -6,6 +6,7 @@ use chatsender::chat::Puppets;
 use chatsender::config::Settings;
 use chatsender::store::RoomEvent;
 use ruma::{OwnedRoomId, OwnedUserId, RoomId};
+use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
 use crate::for_each_backend;
@@ -21,6 +22,7 @@ for_each_backend!(
     messages_sent_while_the_daemon_is_down_are_processed_once_after_restart,
     the_daemon_becomes_ready_when_synapse_comes_up,
     malformed_events_are_skipped_and_the_rest_processed,
+    sigterm_lets_the_transaction_in_flight_finish,
 );
 
 fn puppets(slot: &Slot, daemon: &Daemon) -> Puppets {
@@ -465,5 +467,91 @@ async fn malformed_events_are_skipped_and_the_rest_processed(backends: Backends)
     );
 
     daemon.stop().await;
+    provisioned.cleanup().await;
+}
+
+/// SIGTERM while a transaction is being received: the daemon answers it, records it,
+/// and only then exits (cleanly).
+async fn sigterm_lets_the_transaction_in_flight_finish(backends: Backends) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let slot = Slot::lease().await;
+    let provisioned = Provisioned::new(backends).await;
+    let mut daemon = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatsender"))
+        .args(["serve", "-c"])
+        .arg(&slot.config_path)
+        .envs(provisioned.env_overrides())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start chatsender serve");
+    let address = slot.settings.listen;
+    wait_until(
+        "the daemon process is ready",
+        Duration::from_secs(30),
+        || async {
+            let r = http()
+                .get(format!("http://{address}/ready"))
+                .send()
+                .await
+                .ok()?;
+            r.status().is_success().then_some(())
+        },
+    )
+    .await;
+
+    let room = format!("!{}:localhost", unique("r"));
+    let event_id = format!("${}", unique("e"));
+    let body = json!({"events": [message(&room, &event_id, "in flight")]}).to_string();
+    let mut conn = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    let head = format!(
+        "PUT /_matrix/app/v1/transactions/{} HTTP/1.1\r\nHost: {address}\r\n\
+         Authorization: Bearer {}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        unique("t"),
+        slot.settings.appservice.hs_token.expose_secret(),
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).await.expect("send head");
+    // "100 Continue" means the handler is waiting for the body: the request is in flight.
+    let mut buf = vec![0u8; 1024];
+    let n = conn.read(&mut buf).await.expect("read 100");
+    let interim = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(interim.starts_with("HTTP/1.1 100"), "{interim}");
+
+    let pid = daemon.id().expect("pid").to_string();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(kill.success());
+    conn.write_all(body.as_bytes()).await.expect("send body");
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).await.expect("read answer");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    let status = tokio::time::timeout(Duration::from_secs(30), daemon.wait())
+        .await
+        .expect("the daemon exits after SIGTERM")
+        .expect("wait");
+    assert!(status.success(), "clean exit, got {status}");
+
+    let settings = chatsender::config::DatabaseSettings {
+        url: provisioned.database.clone(),
+        max_connections: 1,
+    };
+    let store = chatsender::store::connect(&settings).await.expect("store");
+    let recorded = store
+        .room_events(&RoomId::parse(&room).expect("room"))
+        .await
+        .expect("events");
+    assert_eq!(
+        recorded.len(),
+        1,
+        "the transaction answered during shutdown was recorded"
+    );
+    assert_eq!(recorded[0].event_id.as_str(), event_id);
+
     provisioned.cleanup().await;
 }

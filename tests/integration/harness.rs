@@ -193,6 +193,22 @@ impl Provisioned {
         }
     }
 
+    /// `CHATSENDER__…` variables that point a daemon process at these backends.
+    pub fn env_overrides(&self) -> Vec<(&'static str, String)> {
+        let database = match &self.database {
+            DatabaseUrl::Sqlite(url) => url.clone(),
+            DatabaseUrl::Mysql(url) => url.expose_secret().to_owned(),
+        };
+        let mut vars = vec![
+            ("CHATSENDER__DATABASE__URL", database),
+            ("CHATSENDER__REDIS__KEY_PREFIX", self.key_prefix.clone()),
+        ];
+        if let Some(url) = &self.redis_url {
+            vars.push(("CHATSENDER__REDIS__URL", url.clone()));
+        }
+        vars
+    }
+
     /// Drops the MariaDB database and deletes the Redis keys.
     pub async fn cleanup(self) {
         if let Some(name) = &self.mysql_database {
@@ -233,6 +249,7 @@ impl Provisioned {
 /// A leased appservice registration known to the shared Synapse.
 pub struct Slot {
     pub settings: Settings,
+    pub config_path: PathBuf,
     _lock: File,
 }
 
@@ -248,10 +265,11 @@ impl Slot {
                     let lock =
                         File::create(env.dir.join(format!("slot{i}.lock"))).expect("lock file");
                     if lock.try_lock().is_ok() {
-                        let settings = Settings::load(&env.dir.join(format!("slot{i}.yaml")))
-                            .expect("slot config");
+                        let config_path = env.dir.join(format!("slot{i}.yaml"));
+                        let settings = Settings::load(&config_path).expect("slot config");
                         return Some(Slot {
                             settings,
+                            config_path,
                             _lock: lock,
                         });
                     }
