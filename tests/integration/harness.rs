@@ -507,6 +507,7 @@ impl OwnSynapse {
         let mut cmd = Command::new(&env.synapse_python);
         cmd.arg(&env.synapse_helper)
             .arg("start")
+            .arg("--open-registration")
             .arg("--dir")
             .arg(dir)
             .arg("--port")

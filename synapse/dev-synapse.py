@@ -4,11 +4,14 @@
 Run with the Python of the Synapse virtualenv:
 
     synapse.py start --dir DIR --port PORT --registration REG.yaml [...]
+                     [--database FILE] [--open-registration] [--foreground]
     synapse.py stop --dir DIR
 
-`start` writes DIR/homeserver.yaml (in-memory SQLite, client API only on 127.0.0.1,
-open registration, every rate limit raised), starts Synapse in the background, waits
-until it answers and prints its PID. `stop` ends it by the PID in DIR/synapse.pid.
+`start` writes DIR/homeserver.yaml (SQLite, in memory unless --database names a file;
+client API only on 127.0.0.1; every rate limit raised), starts Synapse in the
+background, waits until it answers and prints its PID. `stop` ends it by the PID in
+DIR/synapse.pid. Secrets are made once per DIR, so a persistent database stays valid
+across restarts.
 """
 
 import argparse
@@ -37,7 +40,17 @@ NESTED_RATE_LIMITS = {
 }
 
 
-def write_config(directory, port, registrations, server_name):
+def secrets_of(directory):
+    path = os.path.join(directory, "secrets.json")
+    if not os.path.exists(path):
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
+            json.dump({k: secrets.token_hex(32) for k in
+                       ("registration_shared_secret", "macaroon_secret_key", "form_secret")}, f)
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_config(directory, port, registrations, server_name, database, open_registration):
     signing_key = os.path.join(directory, "signing.key")
     if not os.path.exists(signing_key):
         seed = base64.b64encode(secrets.token_bytes(32)).decode().rstrip("=")
@@ -62,7 +75,7 @@ def write_config(directory, port, registrations, server_name):
             "port": port, "bind_addresses": ["127.0.0.1"], "type": "http", "tls": False,
             "x_forwarded": False, "resources": [{"names": ["client"], "compress": False}],
         }],
-        "database": {"name": "sqlite3", "args": {"database": ":memory:"}},
+        "database": {"name": "sqlite3", "args": {"database": database}},
         "log_config": log_config,
         "media_store_path": os.path.join(directory, "media"),
         "signing_key_path": signing_key,
@@ -72,11 +85,9 @@ def write_config(directory, port, registrations, server_name):
         "report_stats": False,
         "enable_metrics": False,
         "presence": {"enabled": False},
-        "registration_shared_secret": secrets.token_hex(16),
-        "macaroon_secret_key": secrets.token_hex(16),
-        "form_secret": secrets.token_hex(16),
-        "enable_registration": True,
-        "enable_registration_without_verification": True,
+        **secrets_of(directory),
+        "enable_registration": open_registration,
+        "enable_registration_without_verification": open_registration,
         "app_service_config_files": [os.path.abspath(r) for r in registrations],
     }
     for name in RATE_LIMITS:
@@ -107,7 +118,9 @@ def wait_until_up(port, process, timeout):
 
 def start(args):
     os.makedirs(args.dir, exist_ok=True)
-    config = write_config(args.dir, args.port, args.registration, args.server_name)
+    database = os.path.abspath(args.database) if args.database else ":memory:"
+    config = write_config(args.dir, args.port, args.registration, args.server_name,
+                          database, args.open_registration)
     out = open(os.path.join(args.dir, "synapse.out"), "ab")
     process = subprocess.Popen(
         [sys.executable, "-m", "synapse.app.homeserver", "-c", config],
@@ -117,9 +130,11 @@ def start(args):
     with open(os.path.join(args.dir, "synapse.pid"), "w") as f:
         f.write(str(process.pid))
     if not wait_until_up(args.port, process, args.timeout):
+        exited = process.poll()
         stop_pid(process.pid)
         tail = open(os.path.join(args.dir, "synapse.out"), errors="replace").read()[-3000:]
-        sys.exit(f"Synapse did not start on port {args.port} within {args.timeout}s:\n{tail}")
+        why = f"exited with {exited}" if exited is not None else f"did not answer within {args.timeout}s"
+        sys.exit(f"Synapse on port {args.port} {why} (see {args.dir}/homeserver.log):\n{tail}")
     print(process.pid)
 
 
@@ -166,11 +181,15 @@ def main():
     p.add_argument("--registration", action="append", default=[])
     p.add_argument("--server-name", default="localhost")
     p.add_argument("--timeout", type=float, default=60)
+    p.add_argument("--database", help="SQLite file (default: in memory)")
+    p.add_argument("--open-registration", action="store_true",
+                   help="let anyone register an account (tests)")
     p.set_defaults(func=start)
     p = sub.add_parser("stop")
     p.add_argument("--dir", required=True)
     p.set_defaults(func=stop)
     args = parser.parse_args()
+    args.dir = os.path.abspath(args.dir)
     args.func(args)
 
 
