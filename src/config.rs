@@ -30,6 +30,8 @@ pub struct Settings {
     #[serde(default)]
     pub redis: RedisSettings,
     #[serde(default)]
+    pub auth: AuthSettings,
+    #[serde(default)]
     pub log: LogSettings,
 }
 
@@ -90,6 +92,48 @@ pub struct RedisSettings {
     /// Prepended to every key, so several deployments can share one Redis.
     #[serde(default = "default_key_prefix")]
     pub key_prefix: String,
+}
+
+/// Key login: challenges, sessions and rate limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// The web client's origin (`scheme://host[:port]`), bound into every challenge
+    /// and required in `Origin` for cookie-authenticated unsafe requests.
+    #[serde(default = "default_origin", deserialize_with = "origin")]
+    pub origin: String,
+    #[serde(default = "default_challenge_ttl")]
+    pub challenge_ttl_secs: u64,
+    #[serde(default = "default_session_idle")]
+    pub session_idle_secs: u64,
+    #[serde(default = "default_session_max")]
+    pub session_max_secs: u64,
+    /// Take the client address from the last `X-Forwarded-For` entry (behind nginx).
+    #[serde(default)]
+    pub trust_forwarded_for: bool,
+    #[serde(default)]
+    pub rate_limits: RateLimits,
+}
+
+/// Rate limits of the login endpoints; `max: 0` disables one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimits {
+    #[serde(default = "default_challenge_per_ip")]
+    pub challenge_per_ip: RateLimit,
+    #[serde(default = "default_challenge_per_key")]
+    pub challenge_per_key: RateLimit,
+    #[serde(default = "default_login_per_ip")]
+    pub login_per_ip: RateLimit,
+}
+
+/// At most `max` requests in a window of `window_secs`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub max: u32,
+    #[serde(default = "default_window")]
+    pub window_secs: u64,
 }
 
 /// Logging.
@@ -156,6 +200,16 @@ impl Settings {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        let auth = &self.auth;
+        for (key, value) in [
+            ("challenge_ttl_secs", auth.challenge_ttl_secs),
+            ("session_idle_secs", auth.session_idle_secs),
+            ("session_max_secs", auth.session_max_secs),
+        ] {
+            if value == 0 {
+                anyhow::bail!("auth.{key}: must be at least 1");
+            }
+        }
         if self.database.max_connections == 0 {
             anyhow::bail!("database.max_connections: must be at least 1");
         }
@@ -248,6 +302,29 @@ impl Default for RedisSettings {
     }
 }
 
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            origin: default_origin(),
+            challenge_ttl_secs: default_challenge_ttl(),
+            session_idle_secs: default_session_idle(),
+            session_max_secs: default_session_max(),
+            trust_forwarded_for: false,
+            rate_limits: RateLimits::default(),
+        }
+    }
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            challenge_per_ip: default_challenge_per_ip(),
+            challenge_per_key: default_challenge_per_key(),
+            login_per_ip: default_login_per_ip(),
+        }
+    }
+}
+
 impl Default for LogSettings {
     fn default() -> Self {
         Self {
@@ -266,6 +343,17 @@ fn http_url<'de, D: Deserializer<'de>>(d: D) -> Result<Url, D::Error> {
         )));
     }
     Ok(url)
+}
+
+fn origin<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    let url = Url::parse(&s).map_err(|e| D::Error::custom(format!("`{s}` is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() || url.path() != "/" {
+        return Err(D::Error::custom(format!(
+            "`{s}` is not an origin (scheme://host[:port], no path)"
+        )));
+    }
+    Ok(url.origin().ascii_serialization())
 }
 
 fn redis_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SecretString>, D::Error> {
@@ -326,6 +414,39 @@ fn default_max_connections() -> u32 {
 }
 fn default_key_prefix() -> String {
     "chatsender:".into()
+}
+fn default_origin() -> String {
+    "http://127.0.0.1:8000".into()
+}
+fn default_challenge_ttl() -> u64 {
+    120
+}
+fn default_session_idle() -> u64 {
+    1800
+}
+fn default_session_max() -> u64 {
+    43200
+}
+fn default_window() -> u64 {
+    60
+}
+fn default_challenge_per_ip() -> RateLimit {
+    RateLimit {
+        max: 30,
+        window_secs: 60,
+    }
+}
+fn default_challenge_per_key() -> RateLimit {
+    RateLimit {
+        max: 10,
+        window_secs: 60,
+    }
+}
+fn default_login_per_ip() -> RateLimit {
+    RateLimit {
+        max: 30,
+        window_secs: 60,
+    }
 }
 fn default_log_level() -> String {
     "info".into()

@@ -17,10 +17,12 @@
 
 pub mod api;
 pub mod appservice;
+pub mod auth;
 pub mod cache;
 pub mod chat;
 pub mod cli;
 pub mod config;
+pub mod keys;
 pub mod matrix;
 pub mod startup;
 pub mod store;

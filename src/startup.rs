@@ -14,9 +14,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
+use crate::api::v1::ApiState;
 use crate::api::{self, OpsState};
 use crate::appservice::{self, AppserviceError, AppserviceState};
+use crate::auth::Auth;
 use crate::cache;
+use crate::chat::Puppets;
 use crate::config::Settings;
 use crate::matrix::{Homeserver, HomeserverClient};
 use crate::store::{self, Store};
@@ -46,6 +49,17 @@ impl Application {
             settings.appservice.as_token.clone(),
         )?);
         let pinged = Arc::new(AtomicBool::new(false));
+        let puppets = Puppets::new(
+            homeserver.clone(),
+            store.clone(),
+            settings.homeserver.server_name.clone(),
+            settings.appservice.user_prefix.clone(),
+        );
+        let api = ApiState {
+            auth: Auth::new(store.clone(), cache.clone(), puppets, settings.auth.clone()),
+            store: store.clone(),
+            trust_forwarded_for: settings.auth.trust_forwarded_for,
+        };
         let appservice = AppserviceState {
             hs_token: settings.appservice.hs_token.clone(),
             bot_user_id: settings
@@ -62,6 +76,7 @@ impl Application {
         };
         let router = Router::new()
             .merge(appservice::router(appservice))
+            .merge(api::v1::router(api))
             .merge(api::ops_router(ops))
             .fallback(unrecognized)
             .method_not_allowed_fallback(unrecognized)
@@ -112,7 +127,10 @@ impl Application {
             self.pinged.clone(),
             stop.clone(),
         ));
-        let served = axum::serve(self.listener, self.router)
+        let app = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 tracing::info!("shutting down: finishing requests in flight");

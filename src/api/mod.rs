@@ -2,6 +2,7 @@
 //! endpoints (`/health`, `/ready`, `/metrics`) and the fallback for unknown routes.
 
 mod ops;
+pub mod v1;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;

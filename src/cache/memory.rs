@@ -1,6 +1,6 @@
 //! The in-process cache of embedded mode.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -15,20 +15,30 @@ pub struct MemoryCache {
     entries: Mutex<Entries>,
 }
 
+#[derive(Debug)]
+enum Value {
+    Bytes(Vec<u8>),
+    Counter(u64),
+    Set(BTreeSet<String>),
+}
+
+#[derive(Debug)]
+struct Entry {
+    value: Value,
+    expires: Instant,
+}
+
 #[derive(Debug, Default)]
 struct Entries {
-    map: HashMap<String, (Vec<u8>, Instant)>,
+    map: HashMap<String, Entry>,
     /// When the map next drops expired entries, so it cannot grow without bound.
     next_sweep: Option<Instant>,
 }
 
 impl Entries {
-    fn live(&mut self, key: &str, now: Instant) -> Option<&mut (Vec<u8>, Instant)> {
-        if self
-            .map
-            .get(key)
-            .is_some_and(|(_, expires)| *expires <= now)
-        {
+    /// The entry at `key` unless it has expired (an expired one is dropped).
+    fn live(&mut self, key: &str, now: Instant) -> Option<&mut Entry> {
+        if self.map.get(key).is_some_and(|e| e.expires <= now) {
             self.map.remove(key);
         }
         self.map.get_mut(key)
@@ -36,20 +46,45 @@ impl Entries {
 
     fn sweep(&mut self, now: Instant) {
         if self.next_sweep.is_none_or(|at| at <= now) {
-            self.map.retain(|_, (_, expires)| *expires > now);
+            self.map.retain(|_, e| e.expires > now);
             self.next_sweep = Some(now + Duration::from_secs(30));
         }
+    }
+
+    /// The live entry at `key`, or a new one made by `value` expiring after `ttl`.
+    fn entry(
+        &mut self,
+        key: &str,
+        now: Instant,
+        ttl: Duration,
+        value: fn() -> Value,
+    ) -> &mut Entry {
+        self.sweep(now);
+        if self.live(key, now).is_none() {
+            self.map.insert(
+                key.to_owned(),
+                Entry {
+                    value: value(),
+                    expires: now + ttl,
+                },
+            );
+        }
+        self.map.get_mut(key).expect("inserted above")
     }
 }
 
 impl MemoryCache {
     fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
         // A panic while holding the lock leaves the map consistent (every update is
-        // a single insert or remove), so a poisoned lock is still usable.
+        // a single insert, remove or field write), so a poisoned lock is still usable.
         self.entries
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+fn wrong_type(key: &str) -> CacheError {
+    CacheError(format!("{key}: holds another kind of value"))
 }
 
 #[async_trait]
@@ -74,27 +109,31 @@ impl Cache for MemoryCache {
         if entries.live(key, now).is_some() {
             return Ok(false);
         }
-        entries
-            .map
-            .insert(key.to_owned(), (value.to_vec(), now + ttl));
+        let entry = Entry {
+            value: Value::Bytes(value.to_vec()),
+            expires: now + ttl,
+        };
+        entries.map.insert(key.to_owned(), entry);
         Ok(true)
     }
 
     async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
         let mut entries = self.lock();
-        let live = entries.live(key, Instant::now()).is_some();
-        Ok(if live {
-            entries.map.remove(key).map(|(v, _)| v)
-        } else {
-            None
-        })
+        if entries.live(key, Instant::now()).is_none() {
+            return Ok(None);
+        }
+        match entries.map.remove(key).map(|e| e.value) {
+            Some(Value::Bytes(bytes)) => Ok(Some(bytes)),
+            _ => Err(wrong_type(key)),
+        }
     }
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
-        Ok(self
-            .lock()
-            .live(key, Instant::now())
-            .map(|(v, _)| v.clone()))
+        match self.lock().live(key, Instant::now()).map(|e| &e.value) {
+            None => Ok(None),
+            Some(Value::Bytes(bytes)) => Ok(Some(bytes.clone())),
+            Some(_) => Err(wrong_type(key)),
+        }
     }
 
     async fn delete(&self, key: &str) -> Result<(), CacheError> {
@@ -102,23 +141,56 @@ impl Cache for MemoryCache {
         Ok(())
     }
 
+    async fn expire(&self, key: &str, ttl: Duration) -> Result<bool, CacheError> {
+        let now = Instant::now();
+        Ok(self
+            .lock()
+            .live(key, now)
+            .map(|e| e.expires = now + ttl)
+            .is_some())
+    }
+
+    async fn set_add(&self, key: &str, member: &str, ttl: Duration) -> Result<(), CacheError> {
+        let now = Instant::now();
+        let mut entries = self.lock();
+        let entry = entries.entry(key, now, ttl, || Value::Set(BTreeSet::new()));
+        entry.expires = now + ttl;
+        match &mut entry.value {
+            Value::Set(set) => {
+                set.insert(member.to_owned());
+                Ok(())
+            }
+            _ => Err(wrong_type(key)),
+        }
+    }
+
+    async fn set_remove(&self, key: &str, member: &str) -> Result<(), CacheError> {
+        match self.lock().live(key, Instant::now()).map(|e| &mut e.value) {
+            None => Ok(()),
+            Some(Value::Set(set)) => {
+                set.remove(member);
+                Ok(())
+            }
+            Some(_) => Err(wrong_type(key)),
+        }
+    }
+
+    async fn set_members(&self, key: &str) -> Result<Vec<String>, CacheError> {
+        match self.lock().live(key, Instant::now()).map(|e| &e.value) {
+            None => Ok(Vec::new()),
+            Some(Value::Set(set)) => Ok(set.iter().cloned().collect()),
+            Some(_) => Err(wrong_type(key)),
+        }
+    }
+
     async fn hit(&self, key: &str, window: Duration) -> Result<(u64, Duration), CacheError> {
         let now = Instant::now();
         let mut entries = self.lock();
-        entries.sweep(now);
-        let entry = match entries.live(key, now) {
-            Some(entry) => entry,
-            None => entries
-                .map
-                .entry(key.to_owned())
-                .or_insert_with(|| (0u64.to_be_bytes().to_vec(), now + window)),
+        let entry = entries.entry(key, now, window, || Value::Counter(0));
+        let Value::Counter(count) = &mut entry.value else {
+            return Err(wrong_type(key));
         };
-        let count = counter(&entry.0) + 1;
-        entry.0 = count.to_be_bytes().to_vec();
-        Ok((count, entry.1.saturating_duration_since(now)))
+        *count += 1;
+        Ok((*count, entry.expires.saturating_duration_since(now)))
     }
-}
-
-fn counter(bytes: &[u8]) -> u64 {
-    bytes.try_into().map(u64::from_be_bytes).unwrap_or(0)
 }

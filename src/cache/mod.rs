@@ -48,6 +48,18 @@ pub trait Cache: Send + Sync + 'static {
     /// Deletes `key`; deleting a missing key is not an error.
     async fn delete(&self, key: &str) -> Result<(), CacheError>;
 
+    /// Sets `key`'s time to live; false if the key does not exist.
+    async fn expire(&self, key: &str, ttl: Duration) -> Result<bool, CacheError>;
+
+    /// Adds `member` to the set at `key` and sets the set's time to live.
+    async fn set_add(&self, key: &str, member: &str, ttl: Duration) -> Result<(), CacheError>;
+
+    /// Removes `member` from the set at `key`.
+    async fn set_remove(&self, key: &str, member: &str) -> Result<(), CacheError>;
+
+    /// The members of the set at `key` (empty if none).
+    async fn set_members(&self, key: &str) -> Result<Vec<String>, CacheError>;
+
     /// Counts one hit on `key` in a fixed window of `window` that starts at the first
     /// hit; returns the hits so far and the time left in the window.
     async fn hit(&self, key: &str, window: Duration) -> Result<(u64, Duration), CacheError>;

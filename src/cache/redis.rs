@@ -77,7 +77,7 @@ impl Cache for RedisCache {
         ttl: Duration,
     ) -> Result<bool, CacheError> {
         let mut conn = self.conn.clone();
-        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let ms = millis(ttl);
         let set: Option<String> = redis::cmd("SET")
             .arg(self.key(key))
             .arg(value)
@@ -105,9 +105,39 @@ impl Cache for RedisCache {
         Ok(())
     }
 
+    async fn expire(&self, key: &str, ttl: Duration) -> Result<bool, CacheError> {
+        let mut conn = self.conn.clone();
+        Ok(conn.pexpire(self.key(key), millis(ttl)).await?)
+    }
+
+    async fn set_add(&self, key: &str, member: &str, ttl: Duration) -> Result<(), CacheError> {
+        let mut conn = self.conn.clone();
+        let key = self.key(key);
+        let _: () = redis::pipe()
+            .atomic()
+            .sadd(&key, member)
+            .ignore()
+            .pexpire(&key, millis(ttl))
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn set_remove(&self, key: &str, member: &str) -> Result<(), CacheError> {
+        let mut conn = self.conn.clone();
+        let _: u64 = conn.srem(self.key(key), member).await?;
+        Ok(())
+    }
+
+    async fn set_members(&self, key: &str) -> Result<Vec<String>, CacheError> {
+        let mut conn = self.conn.clone();
+        Ok(conn.smembers(self.key(key)).await?)
+    }
+
     async fn hit(&self, key: &str, window: Duration) -> Result<(u64, Duration), CacheError> {
         let mut conn = self.conn.clone();
-        let ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1);
+        let ms = millis(window);
         let (count, left): (u64, i64) = redis::Script::new(HIT_SCRIPT)
             .key(self.key(key))
             .arg(ms)
@@ -118,4 +148,9 @@ impl Cache for RedisCache {
             Duration::from_millis(u64::try_from(left).unwrap_or(0)),
         ))
     }
+}
+
+/// A duration in whole milliseconds, at least 1 (Redis refuses 0).
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX).max(1)
 }

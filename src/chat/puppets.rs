@@ -47,26 +47,39 @@ impl Puppets {
         display_name: Option<&str>,
     ) -> anyhow::Result<OwnedUserId> {
         let user_id = self.user_id(name)?;
-        let known = self.store.puppet(&user_id).await?;
+        self.ensure_user(&user_id, display_name).await?;
+        Ok(user_id)
+    }
+
+    /// [`Puppets::ensure`] for a full user id in the namespace.
+    pub async fn ensure_user(
+        &self,
+        user_id: &UserId,
+        display_name: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let known = self.store.puppet(user_id).await?;
         if known.is_none() {
-            self.homeserver.register_puppet(&user_id).await?;
+            self.homeserver.register_puppet(user_id).await?;
         }
+        let current = known.as_ref().and_then(|p| p.display_name.as_deref());
         if let Some(display_name) = display_name
-            && known.as_ref().and_then(|p| p.display_name.as_deref()) != Some(display_name)
+            && current != Some(display_name)
         {
             self.homeserver
-                .set_display_name(&user_id, display_name)
+                .set_display_name(user_id, display_name)
                 .await?;
         }
-        let display_name = display_name
-            .map(str::to_owned)
-            .or_else(|| known.and_then(|p| p.display_name));
-        self.store
-            .save_puppet(&Puppet {
-                user_id: user_id.clone(),
-                display_name,
-            })
-            .await?;
-        Ok(user_id)
+        if known.is_none() || (display_name.is_some() && current != display_name) {
+            let display_name = display_name
+                .map(str::to_owned)
+                .or_else(|| known.and_then(|p| p.display_name));
+            self.store
+                .save_puppet(&Puppet {
+                    user_id: user_id.to_owned(),
+                    display_name,
+                })
+                .await?;
+        }
+        Ok(())
     }
 }

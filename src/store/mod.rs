@@ -5,6 +5,7 @@
 //! start-up.
 
 mod mysql;
+mod sql;
 mod sqlite;
 
 use std::sync::Arc;
@@ -64,6 +65,60 @@ pub struct Puppet {
     pub display_name: Option<String>,
 }
 
+/// A key to register, with its user.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    pub key_id: String,
+    pub fingerprint: String,
+    pub public_key: [u8; 32],
+    pub user_id: OwnedUserId,
+    pub name: Option<String>,
+    /// The user's display name, set when the user is created.
+    pub display_name: Option<String>,
+}
+
+/// A registered key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    pub key_id: String,
+    pub fingerprint: String,
+    pub public_key: [u8; 32],
+    pub user_id: OwnedUserId,
+    pub name: Option<String>,
+    pub created_at: i64,
+    pub last_login_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+/// A ChatSender user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    pub user_id: OwnedUserId,
+    pub display_name: Option<String>,
+}
+
+/// A login session, identified by the SHA-256 of its token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub token_hash: [u8; 32],
+    pub key_id: String,
+    pub user_id: OwnedUserId,
+    pub created_at: i64,
+    pub last_seen_at: i64,
+    /// The absolute end of the session, whatever its activity.
+    pub expires_at: i64,
+}
+
+/// One line of the audit log. Never holds tokens or nonces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub event: String,
+    pub key_id: Option<String>,
+    pub user_id: Option<String>,
+    pub ip: Option<String>,
+    pub detail: Option<String>,
+}
+
 /// The daemon's durable state.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -89,6 +144,56 @@ pub trait Store: Send + Sync + 'static {
 
     /// A puppet registered earlier, if any.
     async fn puppet(&self, user_id: &UserId) -> Result<Option<Puppet>, StoreError>;
+
+    /// Registers keys (creating their users when new) and audits each, all or nothing.
+    async fn insert_keys(&self, keys: &[NewKey]) -> Result<(), StoreError>;
+
+    /// The key with this fingerprint, revoked or not.
+    async fn key_by_fingerprint(&self, fingerprint: &str) -> Result<Option<KeyRecord>, StoreError>;
+
+    /// Keys whose fingerprint starts with `prefix` (lowercase hex).
+    async fn keys_by_fingerprint_prefix(&self, prefix: &str) -> Result<Vec<KeyRecord>, StoreError>;
+
+    /// Every key, oldest first; revoked ones only with `include_revoked`.
+    async fn keys(&self, include_revoked: bool) -> Result<Vec<KeyRecord>, StoreError>;
+
+    /// Marks a key revoked at `at`; false if it already was.
+    async fn revoke_key(&self, key_id: &str, at: i64) -> Result<bool, StoreError>;
+
+    /// Notes a successful login with the key.
+    async fn record_login(&self, key_id: &str, at: i64) -> Result<(), StoreError>;
+
+    /// A ChatSender user.
+    async fn user(&self, user_id: &UserId) -> Result<Option<UserRecord>, StoreError>;
+
+    /// Stores a new session (embedded mode).
+    async fn create_session(&self, session: &SessionRecord) -> Result<(), StoreError>;
+
+    /// The session with this token hash, if it exists and its key is not revoked.
+    async fn session(&self, token_hash: &[u8; 32]) -> Result<Option<SessionRecord>, StoreError>;
+
+    /// Records activity on a session.
+    async fn touch_session(&self, token_hash: &[u8; 32], at: i64) -> Result<(), StoreError>;
+
+    /// Ends a session; false if there was none.
+    async fn delete_session(&self, token_hash: &[u8; 32]) -> Result<bool, StoreError>;
+
+    /// Ends every session of a key; returns how many there were.
+    async fn delete_sessions_of_key(&self, key_id: &str) -> Result<u64, StoreError>;
+
+    /// Sessions of a key that are still within both lifetimes at `now`.
+    async fn count_live_sessions(
+        &self,
+        key_id: &str,
+        now: i64,
+        idle_ms: i64,
+    ) -> Result<u64, StoreError>;
+
+    /// Appends to the audit log.
+    async fn audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
+
+    /// The newest `limit` audit entries, newest first.
+    async fn audit_log(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;
 }
 
 /// Connects to the configured database and runs its migrations.
@@ -113,33 +218,4 @@ pub(crate) fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
-}
-
-/// A `room_events` row as both backends return it.
-#[derive(sqlx::FromRow)]
-struct RoomEventRow {
-    event_id: String,
-    room_id: String,
-    sender: String,
-    event_type: String,
-    state_key: Option<String>,
-    origin_server_ts: i64,
-    json: String,
-}
-
-impl TryFrom<RoomEventRow> for RoomEvent {
-    type Error = StoreError;
-
-    fn try_from(row: RoomEventRow) -> Result<Self, StoreError> {
-        let decode = |e: ruma::IdParseError| StoreError(sqlx::Error::Decode(Box::new(e)));
-        Ok(RoomEvent {
-            event_id: OwnedEventId::try_from(row.event_id).map_err(decode)?,
-            room_id: OwnedRoomId::try_from(row.room_id).map_err(decode)?,
-            sender: OwnedUserId::try_from(row.sender).map_err(decode)?,
-            event_type: row.event_type,
-            state_key: row.state_key,
-            origin_server_ts: row.origin_server_ts,
-            json: row.json,
-        })
-    }
 }

@@ -2,15 +2,14 @@
 
 use std::str::FromStr;
 
-use async_trait::async_trait;
-use ruma::{RoomId, UserId};
 use secrecy::{ExposeSecret, SecretString};
+use sqlx::MySqlPool;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
-use sqlx::{MySqlPool, Row};
 
+use super::sql::{self, impl_sql_store};
 use super::{
-    IncomingTransaction, Puppet, RoomEvent, RoomEventRow, Store, StoreError, TransactionOutcome,
-    now_ms,
+    AuditEntry, IncomingTransaction, KeyRecord, NewKey, Puppet, RoomEvent, SessionRecord,
+    StoreError, TransactionOutcome, UserRecord, now_ms,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/mysql");
@@ -35,101 +34,4 @@ impl MysqlStore {
     }
 }
 
-#[async_trait]
-impl Store for MysqlStore {
-    fn backend(&self) -> &'static str {
-        "mysql"
-    }
-
-    async fn health(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
-
-    async fn record_transaction(
-        &self,
-        txn: &IncomingTransaction,
-    ) -> Result<TransactionOutcome, StoreError> {
-        let now = now_ms();
-        let mut tx = self.pool.begin().await?;
-        // INSERT IGNORE only ignores the duplicate key here: every other column is
-        // bounded by the Matrix identifier grammar before it gets this far.
-        let inserted = sqlx::query(
-            "INSERT IGNORE INTO appservice_transactions (txn_id, body_sha256, received_at, event_count)
-             VALUES (?, ?, ?, ?)",
-        )
-        .bind(&txn.txn_id)
-        .bind(&txn.body_sha256[..])
-        .bind(now)
-        .bind(i64::try_from(txn.events.len()).unwrap_or(i64::MAX))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if inserted == 0 {
-            tx.rollback().await?;
-            return Ok(TransactionOutcome::Duplicate);
-        }
-        let mut new_events = Vec::new();
-        for event in &txn.events {
-            let done = sqlx::query(
-                "INSERT IGNORE INTO room_events
-                   (event_id, room_id, sender, event_type, state_key, origin_server_ts, json, received_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(event.event_id.as_str())
-            .bind(event.room_id.as_str())
-            .bind(event.sender.as_str())
-            .bind(&event.event_type)
-            .bind(&event.state_key)
-            .bind(event.origin_server_ts)
-            .bind(&event.json)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if done == 1 {
-                new_events.push(event.clone());
-            }
-        }
-        tx.commit().await?;
-        Ok(TransactionOutcome::Recorded { new_events })
-    }
-
-    async fn room_events(&self, room_id: &RoomId) -> Result<Vec<RoomEvent>, StoreError> {
-        let rows: Vec<RoomEventRow> = sqlx::query_as(
-            "SELECT event_id, room_id, sender, event_type, state_key, origin_server_ts, json
-             FROM room_events WHERE room_id = ? ORDER BY seq",
-        )
-        .bind(room_id.as_str())
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter().map(RoomEvent::try_from).collect()
-    }
-
-    async fn save_puppet(&self, puppet: &Puppet) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO puppets (user_id, display_name, registered_at) VALUES (?, ?, ?)
-             ON DUPLICATE KEY UPDATE display_name = VALUES(display_name)",
-        )
-        .bind(puppet.user_id.as_str())
-        .bind(&puppet.display_name)
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    async fn puppet(&self, user_id: &UserId) -> Result<Option<Puppet>, StoreError> {
-        let row = sqlx::query("SELECT display_name FROM puppets WHERE user_id = ?")
-            .bind(user_id.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| {
-            Ok(Puppet {
-                user_id: user_id.to_owned(),
-                display_name: r.try_get(0)?,
-            })
-        })
-        .transpose()
-    }
-}
+impl_sql_store!(MysqlStore, sqlx::MySql, backend: "mysql", insert_ignore: "INSERT IGNORE");

@@ -297,7 +297,28 @@ pub fn daemon_settings(slot: &Slot, provisioned: &Provisioned) -> Settings {
     settings.database.max_connections = 5;
     settings.redis.url = provisioned.redis_url.clone().map(SecretString::from);
     settings.redis.key_prefix = provisioned.key_prefix.clone();
+    // Tests log in many times from one address; the rate-limit test sets its own.
+    let off = chatsender::config::RateLimit {
+        max: 0,
+        window_secs: 60,
+    };
+    settings.auth.rate_limits.challenge_per_ip = off;
+    settings.auth.rate_limits.challenge_per_key = off;
+    settings.auth.rate_limits.login_per_ip = off;
     settings
+}
+
+/// Runs `chatsender -c <slot config> keygen ARGS` on the provisioned backends.
+pub fn keygen(slot: &Slot, provisioned: &Provisioned, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_chatsender"))
+        .arg("-c")
+        .arg(&slot.config_path)
+        .arg("keygen")
+        .args(args)
+        .envs(provisioned.env_overrides())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run chatsender keygen")
 }
 
 /// A daemon running in this process.

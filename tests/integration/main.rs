@@ -4,4 +4,5 @@
 mod appservice;
 mod cli;
 mod harness;
+mod login;
 mod state;

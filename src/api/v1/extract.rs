@@ -1,0 +1,95 @@
+//! Request extractors of the JSON API: JSON bodies with Matrix errors, the session.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{Method, header};
+use serde::de::DeserializeOwned;
+
+use super::{ApiError, ApiState};
+use crate::auth::Authenticated;
+
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "chatsender_session";
+
+/// A JSON body; malformed or oversized bodies become Matrix errors naming the problem.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let axum::Json(value) = axum::Json::<T>::from_request(req, state).await?;
+        Ok(Self(value))
+    }
+}
+
+/// The client's address: the connection's peer, or the last `X-Forwarded-For` hop
+/// when `auth.trust_forwarded_for` is set (behind nginx).
+pub struct ClientIp(pub IpAddr);
+
+impl FromRequestParts<ApiState> for ClientIp {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
+        if state.trust_forwarded_for
+            && let Some(ip) = parts
+                .headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.rsplit(',').next())
+                .and_then(|v| v.trim().parse().ok())
+        {
+            return Ok(Self(ip));
+        }
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        Ok(Self(peer.unwrap_or(IpAddr::from([127, 0, 0, 1]))))
+    }
+}
+
+/// The logged-in user of a request (bearer token or session cookie).
+pub struct Session(pub Authenticated);
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+fn cookie(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| pair.trim().strip_prefix(SESSION_COOKIE)?.strip_prefix('='))
+}
+
+impl FromRequestParts<ApiState> for Session {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
+        let token = if let Some(token) = bearer(parts) {
+            token
+        } else if let Some(token) = cookie(parts) {
+            // A cookie rides along on cross-site requests; a bearer token cannot.
+            let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+            let origin = parts
+                .headers
+                .get(header::ORIGIN)
+                .and_then(|v| v.to_str().ok());
+            if !safe && origin != Some(state.auth.origin()) {
+                return Err(ApiError::CrossOrigin(state.auth.origin().to_owned()));
+            }
+            token
+        } else {
+            return Err(ApiError::MissingToken);
+        };
+        Ok(Self(state.auth.authenticate(token).await?))
+    }
+}

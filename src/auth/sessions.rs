@@ -1,0 +1,241 @@
+//! Where sessions live: the database in embedded mode (so `keygen revoke`, writing
+//! the same database, ends them at once), Redis in production (shared by daemons).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::cache::Cache;
+use crate::store::{SessionRecord, Store};
+
+/// Session storage for both modes.
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    /// Stores a new session.
+    async fn create(&self, session: &SessionRecord, idle: Duration) -> anyhow::Result<()>;
+
+    /// The session, unless it is unknown or its key was revoked.
+    async fn get(&self, token_hash: &[u8; 32]) -> anyhow::Result<Option<SessionRecord>>;
+
+    /// Records activity at `now` (ms): the idle lifetime starts again.
+    async fn touch(&self, session: &SessionRecord, now: i64, idle: Duration) -> anyhow::Result<()>;
+
+    /// Ends one session; false if there was none.
+    async fn delete(&self, token_hash: &[u8; 32]) -> anyhow::Result<bool>;
+
+    /// Ends every session of `key_id` and refuses its sessions from now on; returns
+    /// how many sessions were alive.
+    async fn end_key(&self, key_id: &str, now: i64, idle: Duration) -> anyhow::Result<u64>;
+
+    /// How many sessions of `key_id` are alive at `now`.
+    async fn count_live(&self, key_id: &str, now: i64, idle: Duration) -> anyhow::Result<u64>;
+}
+
+/// The configured session storage: Redis when there is one, else the database.
+pub fn for_mode(
+    store: Arc<dyn Store>,
+    cache: Arc<dyn Cache>,
+    session_max: Duration,
+) -> Arc<dyn SessionStore> {
+    if cache.backend() == "redis" {
+        Arc::new(CacheSessions { cache, session_max })
+    } else {
+        Arc::new(StoreSessions { store })
+    }
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Sessions in the database.
+pub struct StoreSessions {
+    store: Arc<dyn Store>,
+}
+
+#[async_trait]
+impl SessionStore for StoreSessions {
+    async fn create(&self, session: &SessionRecord, _idle: Duration) -> anyhow::Result<()> {
+        Ok(self.store.create_session(session).await?)
+    }
+
+    async fn get(&self, token_hash: &[u8; 32]) -> anyhow::Result<Option<SessionRecord>> {
+        Ok(self.store.session(token_hash).await?)
+    }
+
+    async fn touch(&self, session: &SessionRecord, now: i64, idle: Duration) -> anyhow::Result<()> {
+        // One write per request would serialize every API call on SQLite's write
+        // lock; recording activity every 1/20th of the idle lifetime is precise enough.
+        if now - session.last_seen_at >= ms(idle) / 20 {
+            self.store.touch_session(&session.token_hash, now).await?;
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, token_hash: &[u8; 32]) -> anyhow::Result<bool> {
+        Ok(self.store.delete_session(token_hash).await?)
+    }
+
+    async fn end_key(&self, key_id: &str, now: i64, idle: Duration) -> anyhow::Result<u64> {
+        // The key is already revoked, which alone refuses its sessions (`get` joins
+        // on it); deleting them reports how many were alive.
+        let live = self
+            .store
+            .count_live_sessions(key_id, now, ms(idle))
+            .await?;
+        self.store.delete_sessions_of_key(key_id).await?;
+        Ok(live)
+    }
+
+    async fn count_live(&self, key_id: &str, now: i64, idle: Duration) -> anyhow::Result<u64> {
+        Ok(self
+            .store
+            .count_live_sessions(key_id, now, ms(idle))
+            .await?)
+    }
+}
+
+/// Sessions in the shared cache: `session:{hash}` expiring with the idle lifetime,
+/// `key_sessions:{key_id}` listing them, `revoked:{key_id}` refusing them.
+pub struct CacheSessions {
+    cache: Arc<dyn Cache>,
+    session_max: Duration,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CachedSession {
+    key_id: String,
+    user_id: String,
+    created_at: i64,
+    last_seen_at: i64,
+    expires_at: i64,
+}
+
+fn session_key(token_hash: &[u8; 32]) -> String {
+    format!("session:{}", hex::encode(token_hash))
+}
+
+fn revoked_key(key_id: &str) -> String {
+    format!("revoked:{key_id}")
+}
+
+fn key_sessions(key_id: &str) -> String {
+    format!("key_sessions:{key_id}")
+}
+
+/// The time to live of a session's cache entry: the idle lifetime, cut short by the
+/// absolute end.
+fn ttl(session: &SessionRecord, now: i64, idle: Duration) -> Duration {
+    let left = u64::try_from(session.expires_at - now).unwrap_or(0);
+    idle.min(Duration::from_millis(left))
+        .max(Duration::from_millis(1))
+}
+
+impl CacheSessions {
+    fn encode(session: &SessionRecord) -> anyhow::Result<Vec<u8>> {
+        Ok(serde_json::to_vec(&CachedSession {
+            key_id: session.key_id.clone(),
+            user_id: session.user_id.to_string(),
+            created_at: session.created_at,
+            last_seen_at: session.last_seen_at,
+            expires_at: session.expires_at,
+        })?)
+    }
+}
+
+#[async_trait]
+impl SessionStore for CacheSessions {
+    async fn create(&self, session: &SessionRecord, idle: Duration) -> anyhow::Result<()> {
+        let ttl = ttl(session, session.created_at, idle);
+        self.cache
+            .set_add(
+                &key_sessions(&session.key_id),
+                &hex::encode(session.token_hash),
+                self.session_max,
+            )
+            .await?;
+        let stored = self
+            .cache
+            .put_if_absent(
+                &session_key(&session.token_hash),
+                &Self::encode(session)?,
+                ttl,
+            )
+            .await?;
+        anyhow::ensure!(stored, "a session with this token exists already");
+        Ok(())
+    }
+
+    async fn get(&self, token_hash: &[u8; 32]) -> anyhow::Result<Option<SessionRecord>> {
+        let Some(bytes) = self.cache.get(&session_key(token_hash)).await? else {
+            return Ok(None);
+        };
+        let cached: CachedSession = serde_json::from_slice(&bytes)?;
+        if self
+            .cache
+            .get(&revoked_key(&cached.key_id))
+            .await?
+            .is_some()
+        {
+            return Ok(None);
+        }
+        Ok(Some(SessionRecord {
+            token_hash: *token_hash,
+            key_id: cached.key_id,
+            user_id: cached.user_id.try_into()?,
+            created_at: cached.created_at,
+            last_seen_at: cached.last_seen_at,
+            expires_at: cached.expires_at,
+        }))
+    }
+
+    async fn touch(&self, session: &SessionRecord, now: i64, idle: Duration) -> anyhow::Result<()> {
+        self.cache
+            .expire(&session_key(&session.token_hash), ttl(session, now, idle))
+            .await?;
+        Ok(())
+    }
+
+    async fn delete(&self, token_hash: &[u8; 32]) -> anyhow::Result<bool> {
+        let key = session_key(token_hash);
+        let existed = self.cache.get(&key).await?;
+        self.cache.delete(&key).await?;
+        if let Some(bytes) = existed {
+            if let Ok(cached) = serde_json::from_slice::<CachedSession>(&bytes) {
+                self.cache
+                    .set_remove(&key_sessions(&cached.key_id), &hex::encode(token_hash))
+                    .await?;
+            }
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    async fn end_key(&self, key_id: &str, now: i64, idle: Duration) -> anyhow::Result<u64> {
+        // Refuse first, so a session created while this runs is refused too; the
+        // marker outlives every session the key could have.
+        self.cache.delete(&revoked_key(key_id)).await?;
+        self.cache
+            .put_if_absent(&revoked_key(key_id), b"1", self.session_max)
+            .await?;
+        let live = self.count_live(key_id, now, idle).await?;
+        for hash in self.cache.set_members(&key_sessions(key_id)).await? {
+            self.cache.delete(&format!("session:{hash}")).await?;
+        }
+        self.cache.delete(&key_sessions(key_id)).await?;
+        Ok(live)
+    }
+
+    async fn count_live(&self, key_id: &str, _now: i64, _idle: Duration) -> anyhow::Result<u64> {
+        let mut live = 0;
+        for hash in self.cache.set_members(&key_sessions(key_id)).await? {
+            // Entries expire with their session, so existing means alive.
+            if self.cache.get(&format!("session:{hash}")).await?.is_some() {
+                live += 1;
+            }
+        }
+        Ok(live)
+    }
+}
