@@ -484,6 +484,27 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_is_valid() {
+        let s = parse(include_str!("../config.example.yaml")).expect("config.example.yaml");
+        assert_eq!(s.auth.origin, "http://127.0.0.1:8000");
+        assert_eq!(s.auth.rate_limits.challenge_per_key.max, 10);
+    }
+
+    #[test]
+    fn an_origin_is_scheme_host_and_port_only() {
+        let s = parse(&format!(
+            "{MINIMAL}auth: {{origin: 'HTTPS://Chat.Example.org:443'}}\n"
+        ))
+        .expect("origin");
+        assert_eq!(s.auth.origin, "https://chat.example.org");
+        let err = parse(&format!(
+            "{MINIMAL}auth: {{origin: 'https://chat.example.org/app'}}\n"
+        ))
+        .expect_err("path");
+        assert!(format!("{err:#}").starts_with("auth.origin: "), "{err:#}");
+    }
+
+    #[test]
     fn unknown_key_is_named_with_its_path() {
         let err = parse(&format!(
             "{MINIMAL}database: {{url: 'sqlite::memory:', colour: red}}\n"

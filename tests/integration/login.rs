@@ -904,6 +904,31 @@ async fn sessions_end_by_logout_idle_and_absolute_lifetime(backends: Backends) {
     .await;
     assert_eq!(s.me(&token).await.0, 401, "idle too long");
 
+    // The OpenAPI document describes these endpoints.
+    let doc: Value = http()
+        .get(s.url("/api/v1/openapi.json"))
+        .send()
+        .await
+        .expect("openapi")
+        .json()
+        .await
+        .expect("json");
+    assert!(
+        doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")),
+        "{doc}"
+    );
+    for path in [
+        "/api/v1/auth/challenge",
+        "/api/v1/auth/login",
+        "/api/v1/auth/logout",
+        "/api/v1/me",
+    ] {
+        assert!(
+            doc["paths"][path].is_object(),
+            "{path} missing from the OpenAPI document"
+        );
+    }
+
     // Oversized and malformed bodies.
     let big = "x".repeat(70 * 1024);
     let (status, body) = s
