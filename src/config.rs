@@ -14,6 +14,9 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, de::Error as _};
 use url::Url;
 
+/// The longest lifetime or window the config accepts (a year).
+const MAX_LIFETIME_SECS: u64 = 366 * 24 * 3600;
+
 /// The environment variable that names the config file when `-c` is not given.
 pub const CONFIG_ENV: &str = "CHATSENDER_CONFIG";
 
@@ -206,8 +209,20 @@ impl Settings {
             ("session_idle_secs", auth.session_idle_secs),
             ("session_max_secs", auth.session_max_secs),
         ] {
-            if value == 0 {
-                anyhow::bail!("auth.{key}: must be at least 1");
+            if value == 0 || value > MAX_LIFETIME_SECS {
+                anyhow::bail!("auth.{key}: must be 1 to {MAX_LIFETIME_SECS} seconds");
+            }
+        }
+        let limits = &auth.rate_limits;
+        for (key, limit) in [
+            ("challenge_per_ip", limits.challenge_per_ip),
+            ("challenge_per_key", limits.challenge_per_key),
+            ("login_per_ip", limits.login_per_ip),
+        ] {
+            if limit.window_secs == 0 || limit.window_secs > MAX_LIFETIME_SECS {
+                anyhow::bail!(
+                    "auth.rate_limits.{key}.window_secs: must be 1 to {MAX_LIFETIME_SECS}"
+                );
             }
         }
         if self.database.max_connections == 0 {

@@ -23,6 +23,7 @@ pub mod chat;
 pub mod cli;
 pub mod config;
 pub mod keys;
+pub mod live;
 pub mod matrix;
 pub mod startup;
 pub mod store;

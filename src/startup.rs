@@ -19,8 +19,10 @@ use crate::api::{self, OpsState};
 use crate::appservice::{self, AppserviceError, AppserviceState};
 use crate::auth::Auth;
 use crate::cache;
-use crate::chat::Puppets;
+use crate::chat::index::{Ingest, Namespace};
+use crate::chat::{Chat, Puppets};
 use crate::config::Settings;
+use crate::live::{LiveBus, RedisBus, StoreBus};
 use crate::matrix::{Homeserver, HomeserverClient};
 use crate::store::{self, Store};
 use crate::telemetry;
@@ -35,6 +37,10 @@ pub struct Application {
     homeserver: Arc<dyn Homeserver>,
     store: Arc<dyn Store>,
     pinged: Arc<AtomicBool>,
+    bus: Arc<dyn LiveBus>,
+    ingest: Arc<Ingest>,
+    /// Cancelled when the daemon stops (ends event streams and background tasks).
+    stop: CancellationToken,
 }
 
 impl Application {
@@ -49,6 +55,20 @@ impl Application {
             settings.appservice.as_token.clone(),
         )?);
         let pinged = Arc::new(AtomicBool::new(false));
+        let stop = CancellationToken::new();
+        let bus: Arc<dyn LiveBus> = match &settings.redis.url {
+            Some(url) => Arc::new(
+                RedisBus::connect(url, &settings.redis.key_prefix, stop.clone())
+                    .await
+                    .context("redis.url: cannot subscribe to the live channel")?,
+            ),
+            None => Arc::new(StoreBus::new(store.clone())),
+        };
+        let namespace = Namespace {
+            user_prefix: settings.appservice.user_prefix.clone(),
+            server_name: settings.homeserver.server_name.to_string(),
+        };
+        let ingest = Arc::new(Ingest::new(store.clone(), bus.clone(), namespace));
         let puppets = Puppets::new(
             homeserver.clone(),
             store.clone(),
@@ -57,8 +77,11 @@ impl Application {
         );
         let api = ApiState {
             auth: Auth::new(store.clone(), cache.clone(), puppets, settings.auth.clone()),
+            chat: Chat::new(store.clone(), homeserver.clone()),
             store: store.clone(),
+            bus: bus.clone(),
             trust_forwarded_for: settings.auth.trust_forwarded_for,
+            shutdown: stop.clone(),
         };
         let appservice = AppserviceState {
             hs_token: settings.appservice.hs_token.clone(),
@@ -66,6 +89,7 @@ impl Application {
                 .appservice
                 .bot_user_id(&settings.homeserver.server_name)?,
             store: store.clone(),
+            ingest: ingest.clone(),
         };
         let ops = OpsState {
             store: store.clone(),
@@ -81,7 +105,10 @@ impl Application {
             .fallback(unrecognized)
             .method_not_allowed_fallback(unrecognized)
             .layer(axum::middleware::map_response(log_internal_error))
-            .layer(TraceLayer::new_for_http());
+            // Spans name the path only: a legacy homeserver sends its token in the query.
+            .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
+                tracing::debug_span!("request", method = %request.method(), path = %request.uri().path())
+            }));
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("listen: cannot bind {}", settings.listen))?;
@@ -97,6 +124,9 @@ impl Application {
             homeserver,
             store,
             pinged,
+            bus,
+            ingest,
+            stop,
         })
     }
 
@@ -121,24 +151,51 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let stop = CancellationToken::new();
+        let stop = self.stop.clone();
+        // Events recorded before a crash but not yet fed on are fed first.
+        match self.ingest.run_pending().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(events = n, "fed events left over from the last run"),
+            Err(error) => tracing::error!(
+                error = format!("{error:#}"),
+                "could not feed pending events"
+            ),
+        }
         let pinger = tokio::spawn(ping_until_answered(
             self.homeserver.clone(),
             self.pinged.clone(),
             stop.clone(),
         ));
+        let pruner = tokio::spawn(prune_streams(self.bus.clone(), stop.clone()));
         let app = self
             .router
             .into_make_service_with_connect_info::<SocketAddr>();
+        let stopping = stop.clone();
         let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 tracing::info!("shutting down: finishing requests in flight");
+                // Event streams never finish by themselves: end them.
+                stopping.cancel();
             })
             .await;
         stop.cancel();
         let _ = pinger.await;
+        let _ = pruner.await;
         served.context("server error")
+    }
+}
+
+/// Drops live-stream entries past their retention, every minute.
+async fn prune_streams(bus: Arc<dyn LiveBus>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(60)) => {}
+        }
+        if let Err(error) = bus.prune().await {
+            tracing::warn!(error = format!("{error:#}"), "could not prune live streams");
+        }
     }
 }
 

@@ -18,6 +18,7 @@ use secrecy::SecretString;
 
 pub use error::AppserviceError;
 
+use crate::chat::index::Ingest;
 use crate::store::Store;
 
 /// Transactions carry up to 100 events of up to 64 KiB each.
@@ -29,6 +30,8 @@ pub struct AppserviceState {
     pub hs_token: SecretString,
     pub bot_user_id: OwnedUserId,
     pub store: Arc<dyn Store>,
+    /// Feeds recorded events to the room index and live streams.
+    pub ingest: Arc<Ingest>,
 }
 
 /// The routes Synapse calls, all behind the hs_token check.

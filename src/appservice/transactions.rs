@@ -69,7 +69,15 @@ pub async fn push_events(
         TransactionOutcome::Recorded { new_events } => {
             metrics::counter!("chatsender_events_processed_total")
                 .increment(new_events.len() as u64);
-            tracing::debug!(txn_id, events = new_events.len(), "transaction processed");
+            tracing::debug!(txn_id, events = new_events.len(), "transaction recorded");
+            // Recorded events are safe; feeding them on is retried with the next
+            // transaction and at start-up if it fails now.
+            if let Err(error) = state.ingest.run_pending().await {
+                tracing::error!(
+                    error = format!("{error:#}"),
+                    "could not feed events to the live streams"
+                );
+            }
         }
     }
     Ok(Json(serde_json::json!({})))

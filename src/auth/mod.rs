@@ -354,6 +354,20 @@ impl Auth {
         })
     }
 
+    /// Whether the session still stands (not ended, expired or revoked), without
+    /// counting as activity: for long-lived requests such as the event stream.
+    pub async fn is_valid(&self, who: &Authenticated) -> Result<(), AuthError> {
+        let session = self
+            .sessions
+            .get(&who.token_hash)
+            .await?
+            .ok_or(AuthError::UnknownToken)?;
+        if now_ms() >= session.expires_at {
+            return Err(AuthError::UnknownToken);
+        }
+        Ok(())
+    }
+
     /// Ends the session.
     pub async fn logout(&self, who: &Authenticated) -> Result<(), AuthError> {
         self.sessions.delete(&who.token_hash).await?;

@@ -186,7 +186,9 @@ impl SessionStore for CacheSessions {
             key_id: cached.key_id,
             user_id: cached.user_id.try_into()?,
             created_at: cached.created_at,
-            last_seen_at: cached.last_seen_at,
+            // The entry's time to live is the idle clock (`touch` restarts it): an
+            // entry that is still there has not been idle too long.
+            last_seen_at: crate::store::now_ms(),
             expires_at: cached.expires_at,
         }))
     }
@@ -216,9 +218,8 @@ impl SessionStore for CacheSessions {
     async fn end_key(&self, key_id: &str, now: i64, idle: Duration) -> anyhow::Result<u64> {
         // Refuse first, so a session created while this runs is refused too; the
         // marker outlives every session the key could have.
-        self.cache.delete(&revoked_key(key_id)).await?;
         self.cache
-            .put_if_absent(&revoked_key(key_id), b"1", self.session_max)
+            .put(&revoked_key(key_id), b"1", self.session_max)
             .await?;
         let live = self.count_live(key_id, now, idle).await?;
         for hash in self.cache.set_members(&key_sessions(key_id)).await? {

@@ -117,6 +117,18 @@ impl Cache for MemoryCache {
         Ok(true)
     }
 
+    async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), CacheError> {
+        let now = Instant::now();
+        let mut entries = self.lock();
+        entries.sweep(now);
+        let entry = Entry {
+            value: Value::Bytes(value.to_vec()),
+            expires: now + ttl,
+        };
+        entries.map.insert(key.to_owned(), entry);
+        Ok(())
+    }
+
     async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
         let mut entries = self.lock();
         if entries.live(key, Instant::now()).is_none() {

@@ -39,6 +39,9 @@ pub trait Cache: Send + Sync + 'static {
         ttl: Duration,
     ) -> Result<bool, CacheError>;
 
+    /// Stores `value` under `key` for `ttl`, replacing what was there.
+    async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), CacheError>;
+
     /// Reads and deletes `key` atomically: of concurrent callers, one gets the value.
     async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError>;
 

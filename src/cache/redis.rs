@@ -89,6 +89,18 @@ impl Cache for RedisCache {
         Ok(set.is_some())
     }
 
+    async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), CacheError> {
+        let mut conn = self.conn.clone();
+        let _: () = redis::cmd("SET")
+            .arg(self.key(key))
+            .arg(value)
+            .arg("PX")
+            .arg(millis(ttl))
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
     async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
         let mut conn = self.conn.clone();
         Ok(conn.get_del(self.key(key)).await?)

@@ -59,6 +59,7 @@ pub struct KeyAdmin {
     sessions: Arc<dyn SessionStore>,
     server_name: OwnedServerName,
     user_prefix: String,
+    bot_user_id: OwnedUserId,
     idle: Duration,
 }
 
@@ -77,11 +78,32 @@ impl KeyAdmin {
             store,
             server_name: settings.homeserver.server_name.clone(),
             user_prefix: settings.appservice.user_prefix.clone(),
+            bot_user_id: settings
+                .appservice
+                .bot_user_id(&settings.homeserver.server_name)?,
             idle: Duration::from_secs(settings.auth.session_idle_secs),
         })
     }
 
     fn user_id(&self, name: &str) -> anyhow::Result<OwnedUserId> {
+        let user_id = self.user_id_unchecked(name)?;
+        anyhow::ensure!(
+            user_id != self.bot_user_id,
+            "--name `{name}`: that is the appservice's own user ({user_id})"
+        );
+        Ok(user_id)
+    }
+
+    /// A name that is not a key id (those are the users of keys without a name).
+    fn check_name(&self, name: &str) -> anyhow::Result<OwnedUserId> {
+        anyhow::ensure!(
+            !(name.len() == 16 && name.bytes().all(|b| b.is_ascii_hexdigit())),
+            "--name `{name}`: 16 hex characters look like a key id; choose another name"
+        );
+        self.user_id(name)
+    }
+
+    fn user_id_unchecked(&self, name: &str) -> anyhow::Result<OwnedUserId> {
         let valid = !name.is_empty()
             && name
                 .bytes()
@@ -96,8 +118,12 @@ impl KeyAdmin {
 
     fn new_key(&self, public: &PublicKey, name: Option<&str>) -> anyhow::Result<NewKey> {
         let key_id = public.key_id();
+        let user_id = match name {
+            Some(name) => self.check_name(name)?,
+            None => self.user_id(&key_id)?,
+        };
         Ok(NewKey {
-            user_id: self.user_id(name.unwrap_or(&key_id))?,
+            user_id,
             display_name: Some(name.unwrap_or(&key_id).to_owned()),
             name: name.map(str::to_owned),
             fingerprint: public.fingerprint(),
@@ -117,7 +143,7 @@ impl KeyAdmin {
     ) -> anyhow::Result<Vec<KeyReport>> {
         anyhow::ensure!(count >= 1, "N must be at least 1");
         if let Some(name) = name {
-            self.user_id(name)?;
+            self.check_name(name)?;
         }
         create_private_dir(out)?;
         let mut keys = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
@@ -236,14 +262,22 @@ impl KeyAdmin {
     /// returns how many sessions ended.
     pub async fn revoke(&self, key: &KeyRecord) -> anyhow::Result<u64> {
         let now = now_ms();
-        let newly = self.store.revoke_key(&key.key_id, now).await?;
+        // Sessions first (in Redis mode this also refuses the key's sessions from
+        // now on), so a failure leaves the key refused rather than half revoked.
         // Even when the key was revoked before, end sessions again: a previous run
-        // may have stopped between the database and Redis.
+        // may have stopped half-way.
         let ended = self
             .sessions
             .end_key(&key.key_id, now, self.idle)
             .await
-            .context("the key is revoked in the database, but its sessions could not be ended; run revoke again")?;
+            .context("could not end the key's sessions; nothing was revoked, run revoke again")?;
+        let newly = self.store.revoke_key(&key.key_id, now).await?;
+        // A login that finished between the two steps saw the key still active.
+        let ended = ended
+            + self
+                .sessions
+                .end_key(&key.key_id, now_ms(), self.idle)
+                .await?;
         if newly {
             self.store
                 .audit(&AuditEntry {

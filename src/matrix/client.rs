@@ -233,6 +233,49 @@ impl Homeserver for HomeserverClient {
         Ok(())
     }
 
+    async fn leave(&self, user_id: &UserId, room_id: &RoomId) -> Result<(), HomeserverError> {
+        let request = membership::leave_room::v3::Request::new(room_id.to_owned());
+        self.call("leave", request, Some(user_id)).await?;
+        Ok(())
+    }
+
+    async fn messages(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        from: Option<&str>,
+        limit: u32,
+    ) -> Result<(Vec<String>, Option<String>), HomeserverError> {
+        let mut request = message::get_message_events::v3::Request::new(
+            room_id.to_owned(),
+            ruma::api::Direction::Backward,
+        );
+        request.from = from.map(str::to_owned);
+        request.limit = limit.into();
+        let response = self.call("messages", request, Some(user_id)).await?;
+        let chunk = response
+            .chunk
+            .iter()
+            .map(|e| e.json().get().to_owned())
+            .collect();
+        Ok((chunk, response.end))
+    }
+
+    async fn room_state(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+    ) -> Result<Vec<String>, HomeserverError> {
+        let request =
+            ruma::api::client::state::get_state_events::v3::Request::new(room_id.to_owned());
+        let response = self.call("room_state", request, Some(user_id)).await?;
+        Ok(response
+            .room_state
+            .iter()
+            .map(|e| e.json().get().to_owned())
+            .collect())
+    }
+
     async fn send_text(
         &self,
         sender: &UserId,

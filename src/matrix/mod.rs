@@ -79,6 +79,26 @@ pub trait Homeserver: Send + Sync + 'static {
     /// Joins `room_id` as `user_id`.
     async fn join(&self, user_id: &UserId, room_id: &RoomId) -> Result<(), HomeserverError>;
 
+    /// Leaves `room_id` as `user_id`.
+    async fn leave(&self, user_id: &UserId, room_id: &RoomId) -> Result<(), HomeserverError>;
+
+    /// Up to `limit` events before `from` (newest first) as `user_id` sees them, with
+    /// the token for the page before, if any.
+    async fn messages(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        from: Option<&str>,
+        limit: u32,
+    ) -> Result<(Vec<String>, Option<String>), HomeserverError>;
+
+    /// The room's current state events (JSON) as `user_id` sees them.
+    async fn room_state(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+    ) -> Result<Vec<String>, HomeserverError>;
+
     /// Sends a text message as `sender`; the same `txn_id` gives the same event.
     async fn send_text(
         &self,

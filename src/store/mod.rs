@@ -119,6 +119,35 @@ pub struct AuditEntry {
     pub detail: Option<String>,
 }
 
+/// A room as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RoomRecord {
+    pub room_id: String,
+    pub name: Option<String>,
+    pub is_direct: bool,
+    pub encrypted: bool,
+}
+
+/// A user's latest membership of a room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MembershipRecord {
+    pub room_id: String,
+    pub user_id: String,
+    /// `join`, `invite`, `leave`, `ban` or `knock`.
+    pub membership: String,
+    pub display_name: Option<String>,
+    /// Who made the change (the inviter of an invite).
+    pub sender: String,
+}
+
+/// One entry of a user's live stream (embedded mode).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamEntry {
+    pub id: i64,
+    pub kind: String,
+    pub payload: String,
+}
+
 /// The daemon's durable state.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -194,6 +223,96 @@ pub trait Store: Send + Sync + 'static {
 
     /// The newest `limit` audit entries, newest first.
     async fn audit_log(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;
+
+    /// Recorded events not yet fed to the room index and streams, oldest first.
+    async fn pending_events(&self, limit: u32) -> Result<Vec<RoomEvent>, StoreError>;
+
+    /// Marks events as fed to the room index and streams.
+    async fn mark_ingested(&self, event_ids: &[&str]) -> Result<(), StoreError>;
+
+    /// Creates the room's record if missing and applies the given changes.
+    async fn update_room(
+        &self,
+        room_id: &str,
+        name: Option<&str>,
+        is_direct: Option<bool>,
+        encrypted: Option<bool>,
+    ) -> Result<(), StoreError>;
+
+    /// A room's record.
+    async fn room(&self, room_id: &str) -> Result<Option<RoomRecord>, StoreError>;
+
+    /// Sets a user's membership of a room.
+    async fn set_membership(&self, membership: &MembershipRecord) -> Result<(), StoreError>;
+
+    /// A user's membership of a room (`join`, `invite`, …) if any.
+    async fn membership(
+        &self,
+        room_id: &str,
+        user_id: &str,
+    ) -> Result<Option<MembershipRecord>, StoreError>;
+
+    /// The room's members with this membership.
+    async fn members(
+        &self,
+        room_id: &str,
+        membership: &str,
+    ) -> Result<Vec<MembershipRecord>, StoreError>;
+
+    /// The user's rooms with this membership.
+    async fn rooms_of(
+        &self,
+        user_id: &str,
+        membership: &str,
+    ) -> Result<Vec<MembershipRecord>, StoreError>;
+
+    /// The newest message-like event of a room that the daemon received.
+    async fn last_message(&self, room_id: &str) -> Result<Option<RoomEvent>, StoreError>;
+
+    /// The event sent earlier for (user, txn_id).
+    async fn sent_message(&self, user_id: &str, txn_id: &str)
+    -> Result<Option<String>, StoreError>;
+
+    /// Remembers the event sent for (user, txn_id).
+    async fn save_sent_message(
+        &self,
+        user_id: &str,
+        txn_id: &str,
+        event_id: &str,
+    ) -> Result<(), StoreError>;
+
+    /// Appends to a user's stream unless `dedup_key` is there already; the new id.
+    async fn append_user_event(
+        &self,
+        user_id: &str,
+        dedup_key: &str,
+        kind: &str,
+        payload: &str,
+    ) -> Result<Option<i64>, StoreError>;
+
+    /// A user's stream entries after `after`, oldest first.
+    async fn user_events_after(
+        &self,
+        user_id: &str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<StreamEntry>, StoreError>;
+
+    /// The id of the user's oldest retained stream entry.
+    async fn oldest_user_event(&self, user_id: &str) -> Result<Option<i64>, StoreError>;
+
+    /// Drops stream entries older than `before` (ms) beyond each user's newest `keep`.
+    async fn prune_user_events(&self, before: i64, keep: u32) -> Result<u64, StoreError>;
+
+    /// Every user with at least one active key.
+    async fn active_users(&self) -> Result<Vec<UserRecord>, StoreError>;
+
+    /// Sets a user's display name.
+    async fn set_display_name(
+        &self,
+        user_id: &UserId,
+        display_name: &str,
+    ) -> Result<(), StoreError>;
 }
 
 /// Connects to the configured database and runs its migrations.

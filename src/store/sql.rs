@@ -41,6 +41,66 @@ pub(super) struct SessionRow {
     expires_at: i64,
 }
 
+/// A `rooms` row.
+#[derive(sqlx::FromRow)]
+pub(super) struct RoomRow {
+    room_id: String,
+    name: Option<String>,
+    is_direct: i64,
+    encrypted: i64,
+}
+
+impl From<RoomRow> for super::RoomRecord {
+    fn from(row: RoomRow) -> Self {
+        super::RoomRecord {
+            room_id: row.room_id,
+            name: row.name,
+            is_direct: row.is_direct != 0,
+            encrypted: row.encrypted != 0,
+        }
+    }
+}
+
+/// A `memberships` row.
+#[derive(sqlx::FromRow)]
+pub(super) struct MembershipRow {
+    room_id: String,
+    user_id: String,
+    membership: String,
+    display_name: Option<String>,
+    sender: String,
+}
+
+impl From<MembershipRow> for super::MembershipRecord {
+    fn from(row: MembershipRow) -> Self {
+        super::MembershipRecord {
+            room_id: row.room_id,
+            user_id: row.user_id,
+            membership: row.membership,
+            display_name: row.display_name,
+            sender: row.sender,
+        }
+    }
+}
+
+/// A `user_events` row.
+#[derive(sqlx::FromRow)]
+pub(super) struct StreamRow {
+    id: i64,
+    kind: String,
+    payload: String,
+}
+
+impl From<StreamRow> for super::StreamEntry {
+    fn from(row: StreamRow) -> Self {
+        super::StreamEntry {
+            id: row.id,
+            kind: row.kind,
+            payload: row.payload,
+        }
+    }
+}
+
 /// An `audit_log` row.
 #[derive(sqlx::FromRow)]
 pub(super) struct AuditRow {
@@ -59,7 +119,7 @@ fn decode_error(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError(sqlx::Error::Decode(format!("{what}: {e}").into()))
 }
 
-fn user_id(s: String) -> Result<OwnedUserId, StoreError> {
+pub(super) fn user_id(s: String) -> Result<OwnedUserId, StoreError> {
     OwnedUserId::try_from(s).map_err(|e| decode_error("user_id", e))
 }
 
@@ -348,12 +408,11 @@ macro_rules! impl_sql_store {
             }
 
             async fn create_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
-                let mut tx = self.pool.begin().await?;
                 // Sessions past their absolute end are never valid again: drop them here
-                // rather than in a background job.
+                // rather than in a background job (indexed, outside any transaction).
                 sqlx::query("DELETE FROM sessions WHERE expires_at < ?")
                     .bind(session.created_at)
-                    .execute(&mut *tx)
+                    .execute(&self.pool)
                     .await?;
                 sqlx::query(
                     "INSERT INTO sessions (token_hash, key_id, user_id, created_at, last_seen_at, expires_at)
@@ -365,9 +424,8 @@ macro_rules! impl_sql_store {
                 .bind(session.created_at)
                 .bind(session.last_seen_at)
                 .bind(session.expires_at)
-                .execute(&mut *tx)
+                .execute(&self.pool)
                 .await?;
-                tx.commit().await?;
                 Ok(())
             }
 
@@ -443,6 +501,270 @@ macro_rules! impl_sql_store {
                 .fetch_all(&self.pool)
                 .await?;
                 Ok(rows.into_iter().map(AuditEntry::from).collect())
+            }
+
+            async fn pending_events(&self, limit: u32) -> Result<Vec<RoomEvent>, StoreError> {
+                let rows: Vec<sql::RoomEventRow> = sqlx::query_as(
+                    "SELECT event_id, room_id, sender, event_type, state_key, origin_server_ts, json
+                     FROM room_events WHERE ingested = 0 ORDER BY seq LIMIT ?",
+                )
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter().map(RoomEvent::try_from).collect()
+            }
+
+            async fn mark_ingested(&self, event_ids: &[&str]) -> Result<(), StoreError> {
+                for chunk in event_ids.chunks(sql::INSERT_CHUNK) {
+                    let mut query = sqlx::QueryBuilder::<$db>::new("UPDATE room_events SET ingested = 1 WHERE event_id IN (");
+                    let mut ids = query.separated(", ");
+                    for id in chunk {
+                        ids.push_bind(*id);
+                    }
+                    query.push(")").build().execute(&self.pool).await?;
+                }
+                Ok(())
+            }
+
+            async fn update_room(
+                &self,
+                room_id: &str,
+                name: Option<&str>,
+                is_direct: Option<bool>,
+                encrypted: Option<bool>,
+            ) -> Result<(), StoreError> {
+                let now = now_ms();
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(concat!($insert_ignore, " INTO rooms (room_id, updated_at) VALUES (?, ?)"))
+                    .bind(room_id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(
+                    "UPDATE rooms SET name = COALESCE(?, name), is_direct = COALESCE(?, is_direct),
+                     encrypted = COALESCE(?, encrypted), updated_at = ? WHERE room_id = ?",
+                )
+                .bind(name)
+                .bind(is_direct.map(i64::from))
+                .bind(encrypted.map(i64::from))
+                .bind(now)
+                .bind(room_id)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn room(&self, room_id: &str) -> Result<Option<super::RoomRecord>, StoreError> {
+                let row: Option<sql::RoomRow> =
+                    sqlx::query_as("SELECT room_id, name, is_direct, encrypted FROM rooms WHERE room_id = ?")
+                        .bind(room_id)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                Ok(row.map(Into::into))
+            }
+
+            async fn set_membership(&self, m: &super::MembershipRecord) -> Result<(), StoreError> {
+                let now = now_ms();
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(concat!(
+                    $insert_ignore,
+                    " INTO memberships (room_id, user_id, membership, display_name, sender, updated_at) VALUES (?, ?, ?, ?, ?, ?)"
+                ))
+                .bind(&m.room_id)
+                .bind(&m.user_id)
+                .bind(&m.membership)
+                .bind(&m.display_name)
+                .bind(&m.sender)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "UPDATE memberships SET membership = ?, display_name = ?, sender = ?, updated_at = ?
+                     WHERE room_id = ? AND user_id = ?",
+                )
+                .bind(&m.membership)
+                .bind(&m.display_name)
+                .bind(&m.sender)
+                .bind(now)
+                .bind(&m.room_id)
+                .bind(&m.user_id)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn membership(&self, room_id: &str, user_id: &str) -> Result<Option<super::MembershipRecord>, StoreError> {
+                let row: Option<sql::MembershipRow> = sqlx::query_as(
+                    "SELECT room_id, user_id, membership, display_name, sender FROM memberships
+                     WHERE room_id = ? AND user_id = ?",
+                )
+                .bind(room_id)
+                .bind(user_id)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(Into::into))
+            }
+
+            async fn members(&self, room_id: &str, membership: &str) -> Result<Vec<super::MembershipRecord>, StoreError> {
+                let rows: Vec<sql::MembershipRow> = sqlx::query_as(
+                    "SELECT room_id, user_id, membership, display_name, sender FROM memberships
+                     WHERE room_id = ? AND membership = ? ORDER BY user_id",
+                )
+                .bind(room_id)
+                .bind(membership)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+
+            async fn rooms_of(&self, user_id: &str, membership: &str) -> Result<Vec<super::MembershipRecord>, StoreError> {
+                let rows: Vec<sql::MembershipRow> = sqlx::query_as(
+                    "SELECT room_id, user_id, membership, display_name, sender FROM memberships
+                     WHERE user_id = ? AND membership = ? ORDER BY updated_at DESC",
+                )
+                .bind(user_id)
+                .bind(membership)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+
+            async fn last_message(&self, room_id: &str) -> Result<Option<RoomEvent>, StoreError> {
+                let row: Option<sql::RoomEventRow> = sqlx::query_as(
+                    "SELECT event_id, room_id, sender, event_type, state_key, origin_server_ts, json
+                     FROM room_events WHERE room_id = ? AND event_type IN ('m.room.message', 'm.room.encrypted')
+                     ORDER BY seq DESC LIMIT 1",
+                )
+                .bind(room_id)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(RoomEvent::try_from).transpose()
+            }
+
+            async fn sent_message(&self, user_id: &str, txn_id: &str) -> Result<Option<String>, StoreError> {
+                let row: Option<(String,)> =
+                    sqlx::query_as("SELECT event_id FROM sent_messages WHERE user_id = ? AND txn_id = ?")
+                        .bind(user_id)
+                        .bind(txn_id)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                Ok(row.map(|(id,)| id))
+            }
+
+            async fn save_sent_message(&self, user_id: &str, txn_id: &str, event_id: &str) -> Result<(), StoreError> {
+                sqlx::query(concat!(
+                    $insert_ignore,
+                    " INTO sent_messages (user_id, txn_id, event_id, sent_at) VALUES (?, ?, ?, ?)"
+                ))
+                .bind(user_id)
+                .bind(txn_id)
+                .bind(event_id)
+                .bind(now_ms())
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn append_user_event(
+                &self,
+                user_id: &str,
+                dedup_key: &str,
+                kind: &str,
+                payload: &str,
+            ) -> Result<Option<i64>, StoreError> {
+                let done = sqlx::query(concat!(
+                    $insert_ignore,
+                    " INTO user_events (user_id, dedup_key, kind, payload, created_at) VALUES (?, ?, ?, ?, ?)"
+                ))
+                .bind(user_id)
+                .bind(dedup_key)
+                .bind(kind)
+                .bind(payload)
+                .bind(now_ms())
+                .execute(&self.pool)
+                .await?;
+                if done.rows_affected() == 0 {
+                    return Ok(None);
+                }
+                let (id,): (i64,) = sqlx::query_as("SELECT id FROM user_events WHERE user_id = ? AND dedup_key = ?")
+                    .bind(user_id)
+                    .bind(dedup_key)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(Some(id))
+            }
+
+            async fn user_events_after(&self, user_id: &str, after: i64, limit: u32) -> Result<Vec<super::StreamEntry>, StoreError> {
+                let rows: Vec<sql::StreamRow> = sqlx::query_as(
+                    "SELECT id, kind, payload FROM user_events WHERE user_id = ? AND id > ? ORDER BY id LIMIT ?",
+                )
+                .bind(user_id)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+
+            async fn oldest_user_event(&self, user_id: &str) -> Result<Option<i64>, StoreError> {
+                let (id,): (Option<i64>,) = sqlx::query_as("SELECT MIN(id) FROM user_events WHERE user_id = ?")
+                    .bind(user_id)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(id)
+            }
+
+            async fn prune_user_events(&self, before: i64, keep: u32) -> Result<u64, StoreError> {
+                // Old entries go unless they are among their user's newest `keep`.
+                let users: Vec<(String, i64)> = sqlx::query_as(
+                    "SELECT user_id, COUNT(*) FROM user_events WHERE created_at < ? GROUP BY user_id",
+                )
+                .bind(before)
+                .fetch_all(&self.pool)
+                .await?;
+                let mut pruned = 0;
+                for (user_id, _) in users {
+                    let cutoff: Option<(i64,)> = sqlx::query_as(
+                        "SELECT id FROM user_events WHERE user_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?",
+                    )
+                    .bind(&user_id)
+                    .bind(keep.saturating_sub(1))
+                    .fetch_optional(&self.pool)
+                    .await?;
+                    let Some((cutoff,)) = cutoff else { continue };
+                    pruned += sqlx::query("DELETE FROM user_events WHERE user_id = ? AND created_at < ? AND id < ?")
+                        .bind(&user_id)
+                        .bind(before)
+                        .bind(cutoff)
+                        .execute(&self.pool)
+                        .await?
+                        .rows_affected();
+                }
+                Ok(pruned)
+            }
+
+            async fn active_users(&self) -> Result<Vec<UserRecord>, StoreError> {
+                let rows: Vec<(String, Option<String>)> = sqlx::query_as(
+                    "SELECT u.user_id, u.display_name FROM users u
+                     WHERE EXISTS (SELECT 1 FROM login_keys k WHERE k.user_id = u.user_id AND k.revoked_at IS NULL)
+                     ORDER BY u.user_id",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter()
+                    .map(|(id, display_name)| Ok(UserRecord { user_id: sql::user_id(id)?, display_name }))
+                    .collect()
+            }
+
+            async fn set_display_name(&self, user_id: &ruma::UserId, display_name: &str) -> Result<(), StoreError> {
+                sqlx::query("UPDATE users SET display_name = ? WHERE user_id = ?")
+                    .bind(display_name)
+                    .bind(user_id.as_str())
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
             }
         }
     };

@@ -892,7 +892,23 @@ async fn sessions_end_by_logout_idle_and_absolute_lifetime(backends: Backends) {
         "M_MISSING_TOKEN"
     );
 
-    // Idle lifetime (1 s): a session left alone ends.
+    // Idle lifetime (1 s): a session in use lives on past it…
+    let token = s.login(&key).await;
+    let used_from = std::time::Instant::now();
+    while used_from.elapsed() < Duration::from_millis(2500) {
+        assert_eq!(
+            s.me(&token).await.0,
+            200,
+            "a session used every 400 ms stays alive"
+        );
+        let next = used_from.elapsed() + Duration::from_millis(400);
+        wait_until("400 ms pass", Duration::from_secs(2), || async {
+            (used_from.elapsed() >= next).then_some(())
+        })
+        .await;
+    }
+
+    // …and a session left alone ends.
     let token = s.login(&key).await;
     assert_eq!(s.me(&token).await.0, 200);
     let idle_from = std::time::Instant::now();

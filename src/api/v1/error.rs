@@ -33,6 +33,22 @@ pub enum ApiError {
     /// 403 `M_FORBIDDEN`: a cookie-authenticated change from another origin.
     #[error("cross-origin request refused: Origin must be {0}")]
     CrossOrigin(String),
+    /// 400 `M_INVALID_PARAM`: a malformed id or parameter (the message names it).
+    #[error("{0}")]
+    InvalidParam(String),
+    /// 403 `M_FORBIDDEN`: not allowed in this room.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 404 `M_NOT_FOUND`.
+    #[error("{0}")]
+    NotFound(String),
+    /// The homeserver's own refusal, passed on (4xx).
+    #[error("{message}")]
+    Homeserver {
+        status: StatusCode,
+        errcode: String,
+        message: String,
+    },
     /// 429 `M_LIMIT_EXCEEDED`, with `Retry-After`.
     #[error("too many requests; retry in {} s", retry_secs(*.0))]
     LimitExceeded(Duration),
@@ -46,8 +62,14 @@ fn retry_secs(d: Duration) -> u64 {
 }
 
 impl ApiError {
-    fn status_and_code(&self) -> (StatusCode, &'static str) {
+    fn status_and_code(&self) -> (StatusCode, &str) {
         match self {
+            Self::InvalidParam(_) => (StatusCode::BAD_REQUEST, "M_INVALID_PARAM"),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "M_FORBIDDEN"),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "M_NOT_FOUND"),
+            Self::Homeserver {
+                status, errcode, ..
+            } => (*status, errcode.as_str()),
             Self::NotJson(_) => (StatusCode::BAD_REQUEST, "M_NOT_JSON"),
             Self::BadJson(_) => (StatusCode::BAD_REQUEST, "M_BAD_JSON"),
             Self::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE"),
@@ -68,6 +90,27 @@ impl From<AuthError> for ApiError {
             AuthError::UnknownToken => Self::UnknownToken,
             AuthError::RateLimited(after) => Self::LimitExceeded(after),
             AuthError::Internal(cause) => Self::Internal(cause),
+        }
+    }
+}
+
+impl From<crate::chat::service::ChatError> for ApiError {
+    fn from(e: crate::chat::service::ChatError) -> Self {
+        use crate::chat::service::ChatError;
+        match e {
+            ChatError::InvalidParam(m) => Self::InvalidParam(m),
+            ChatError::NotFound(m) => Self::NotFound(m),
+            ChatError::Forbidden(m) => Self::Forbidden(m),
+            ChatError::Refused {
+                status,
+                errcode,
+                message,
+            } => Self::Homeserver {
+                status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+                errcode,
+                message,
+            },
+            ChatError::Internal(cause) => Self::Internal(cause),
         }
     }
 }

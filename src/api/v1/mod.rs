@@ -2,19 +2,24 @@
 
 mod auth;
 mod error;
+mod events;
 mod extract;
 mod me;
+mod rooms;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
+use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 
 pub use error::ApiError;
 
 use crate::auth::Auth;
+use crate::chat::Chat;
+use crate::live::LiveBus;
 use crate::store::Store;
 
 /// Request bodies larger than this are refused with 413 `M_TOO_LARGE`.
@@ -24,15 +29,23 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 #[derive(Clone)]
 pub struct ApiState {
     pub auth: Auth,
+    pub chat: Chat,
     pub store: Arc<dyn Store>,
+    pub bus: Arc<dyn LiveBus>,
     pub trust_forwarded_for: bool,
+    /// Cancelled when the daemon stops: ends open event streams.
+    pub shutdown: CancellationToken,
 }
 
 /// The OpenAPI document of `/api/v1`.
 #[derive(OpenApi)]
 #[openapi(
     info(title = "ChatSender API", description = "Key login and chat for ChatSender's web client."),
-    paths(auth::challenge, auth::login, auth::logout, me::me, openapi_json),
+    paths(
+        auth::challenge, auth::login, auth::logout, me::me, rooms::set_display_name, rooms::users,
+        rooms::rooms, rooms::create_room, rooms::join, rooms::leave, rooms::invite, rooms::messages,
+        rooms::send, events::events, openapi_json
+    ),
     modifiers(&BearerAuth),
 )]
 pub struct ApiDoc;
@@ -64,6 +77,15 @@ pub fn router(state: ApiState) -> Router {
         .route("/auth/login", post(auth::login))
         .route("/auth/logout", post(auth::logout))
         .route("/me", get(me::me))
+        .route("/me/display_name", put(rooms::set_display_name))
+        .route("/users", get(rooms::users))
+        .route("/rooms", get(rooms::rooms).post(rooms::create_room))
+        .route("/rooms/{room_id}/join", post(rooms::join))
+        .route("/rooms/{room_id}/leave", post(rooms::leave))
+        .route("/rooms/{room_id}/invite", post(rooms::invite))
+        .route("/rooms/{room_id}/messages", get(rooms::messages))
+        .route("/rooms/{room_id}/send/{txn_id}", put(rooms::send))
+        .route("/events", get(events::events))
         .route("/openapi.json", get(openapi_json))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state);

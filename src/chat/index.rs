@@ -1,0 +1,194 @@
+//! Feeding received room events to the room index (rooms, memberships) and to the
+//! live streams of the ChatSender users who should see them.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use tokio::sync::Mutex;
+
+use super::message::{self, MembershipChange, RoomChange};
+use crate::live::LiveBus;
+use crate::store::{MembershipRecord, RoomEvent, Store};
+
+/// Which users are ChatSender's: `@{prefix}…:{server_name}`.
+#[derive(Debug, Clone)]
+pub struct Namespace {
+    pub user_prefix: String,
+    pub server_name: String,
+}
+
+impl Namespace {
+    /// Whether `user_id` is one of ChatSender's users.
+    pub fn contains(&self, user_id: &str) -> bool {
+        user_id
+            .strip_prefix('@')
+            .and_then(|rest| rest.strip_prefix(self.user_prefix.as_str()))
+            .and_then(|rest| rest.rsplit_once(':'))
+            .is_some_and(|(_, server)| server == self.server_name)
+    }
+}
+
+/// Feeds recorded events, in order, once.
+pub struct Ingest {
+    store: Arc<dyn Store>,
+    bus: Arc<dyn LiveBus>,
+    namespace: Namespace,
+    /// One feeder at a time in this daemon, so events are applied in order.
+    running: Mutex<()>,
+}
+
+impl Ingest {
+    /// A feeder over the daemon's state.
+    pub fn new(store: Arc<dyn Store>, bus: Arc<dyn LiveBus>, namespace: Namespace) -> Self {
+        Self {
+            store,
+            bus,
+            namespace,
+            running: Mutex::new(()),
+        }
+    }
+
+    /// Feeds every recorded event not fed yet (after a crash too), oldest first.
+    pub async fn run_pending(&self) -> anyhow::Result<usize> {
+        let _one_at_a_time = self.running.lock().await;
+        let mut done = 0;
+        loop {
+            let events = self.store.pending_events(200).await?;
+            if events.is_empty() {
+                return Ok(done);
+            }
+            for event in &events {
+                self.apply(event).await?;
+            }
+            let ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
+            self.store.mark_ingested(&ids).await?;
+            done += events.len();
+        }
+    }
+
+    async fn apply(&self, event: &RoomEvent) -> anyhow::Result<()> {
+        let json: Value = serde_json::from_str(&event.json).unwrap_or_default();
+        let content = &json["content"];
+        let room_id = event.room_id.as_str();
+        match (event.event_type.as_str(), event.state_key.as_deref()) {
+            ("m.room.member", Some(target)) => {
+                let membership = content["membership"].as_str().unwrap_or("leave").to_owned();
+                if self.namespace.contains(target) && membership == "invite" {
+                    let name = stripped_state(&json, "m.room.name")
+                        .and_then(|c| c["name"].as_str().map(str::to_owned));
+                    let encrypted = stripped_state(&json, "m.room.encryption").map(|_| true);
+                    let direct = content["is_direct"].as_bool();
+                    self.store
+                        .update_room(room_id, name.as_deref(), direct, encrypted)
+                        .await?;
+                } else {
+                    self.store.update_room(room_id, None, None, None).await?;
+                }
+                let record = MembershipRecord {
+                    room_id: room_id.to_owned(),
+                    user_id: target.to_owned(),
+                    membership: membership.clone(),
+                    display_name: content["displayname"].as_str().map(str::to_owned),
+                    sender: event.sender.to_string(),
+                };
+                self.store.set_membership(&record).await?;
+                let change = MembershipChange {
+                    room_id: room_id.to_owned(),
+                    user_id: target.to_owned(),
+                    membership,
+                    sender: event.sender.to_string(),
+                };
+                let mut to = self.joined(room_id).await?;
+                if self.namespace.contains(target) && !to.iter().any(|u| u == target) {
+                    to.push(target.to_owned());
+                }
+                self.deliver(&to, event, "membership", &serde_json::to_string(&change)?)
+                    .await
+            }
+            ("m.room.name", Some("")) => {
+                let name = content["name"].as_str().filter(|n| !n.is_empty());
+                self.store
+                    .update_room(room_id, Some(name.unwrap_or("")), None, None)
+                    .await?;
+                let change = RoomChange {
+                    room_id: room_id.to_owned(),
+                    name: name.map(str::to_owned),
+                };
+                let to = self.joined(room_id).await?;
+                self.deliver(&to, event, "room", &serde_json::to_string(&change)?)
+                    .await
+            }
+            ("m.room.encryption", Some("")) => {
+                self.store
+                    .update_room(room_id, None, None, Some(true))
+                    .await?;
+                Ok(())
+            }
+            (event_type, None) if message::is_message_type(event_type) => {
+                let sender = self
+                    .store
+                    .membership(room_id, event.sender.as_str())
+                    .await?;
+                let name = sender.and_then(|m| m.display_name);
+                let Some(message) = message::from_event_json(&event.json, |_| name) else {
+                    return Ok(());
+                };
+                let to = self.joined(room_id).await?;
+                self.deliver(&to, event, "message", &serde_json::to_string(&message)?)
+                    .await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// ChatSender users joined to the room.
+    async fn joined(&self, room_id: &str) -> anyhow::Result<Vec<String>> {
+        let members = self.store.members(room_id, "join").await?;
+        Ok(members
+            .into_iter()
+            .map(|m| m.user_id)
+            .filter(|u| self.namespace.contains(u))
+            .collect())
+    }
+
+    async fn deliver(
+        &self,
+        to: &[String],
+        event: &RoomEvent,
+        kind: &str,
+        payload: &str,
+    ) -> anyhow::Result<()> {
+        for user in to {
+            self.bus
+                .deliver(user, event.event_id.as_str(), kind, payload)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// The content of a stripped state event of `event_type` sent along with an invite.
+fn stripped_state<'a>(event: &'a Value, event_type: &str) -> Option<&'a Value> {
+    event["unsigned"]["invite_room_state"]
+        .as_array()?
+        .iter()
+        .find(|e| e["type"] == event_type)
+        .map(|e| &e["content"])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_namespace_is_prefix_and_server() {
+        let ns = Namespace {
+            user_prefix: "cs_".into(),
+            server_name: "example.org".into(),
+        };
+        assert!(ns.contains("@cs_alice:example.org"));
+        assert!(!ns.contains("@cs_alice:other.org"));
+        assert!(!ns.contains("@carol:example.org"));
+        assert!(!ns.contains("cs_alice:example.org"));
+    }
+}
