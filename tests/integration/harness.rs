@@ -595,3 +595,101 @@ macro_rules! for_each_backend {
         )*
     };
 }
+
+// --- Server-Sent Events ------------------------------------------------------------
+
+/// One SSE event.
+#[derive(Debug, Clone)]
+pub struct SseEvent {
+    pub id: Option<String>,
+    pub event: String,
+    pub data: Value,
+}
+
+/// A live `GET /api/v1/events` connection.
+pub struct EventStream {
+    body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buffer: String,
+    /// The id of the last event read, for reconnecting.
+    pub last_id: Option<String>,
+}
+
+impl EventStream {
+    /// Connects as `token`, resuming after `last_event_id` if given.
+    pub async fn connect(base_url: &str, token: &str, last_event_id: Option<&str>) -> EventStream {
+        let mut request = http()
+            .get(format!("{base_url}/api/v1/events"))
+            .bearer_auth(token);
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        let response = request
+            .timeout(Duration::from_secs(3600))
+            .send()
+            .await
+            .expect("events");
+        assert_eq!(response.status(), 200, "GET /api/v1/events");
+        EventStream {
+            body: Box::pin(response.bytes_stream()),
+            buffer: String::new(),
+            last_id: last_event_id.map(str::to_owned),
+        }
+    }
+
+    /// The next event, or `None` if none comes within `timeout`.
+    pub async fn next(&mut self, timeout: Duration) -> Option<SseEvent> {
+        use futures_util::StreamExt;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let (mut id, mut event, mut data) = (None, "message".to_owned(), String::new());
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        id = Some(v.trim_start().to_owned());
+                    } else if let Some(v) = line.strip_prefix("event:") {
+                        event = v.trim_start().to_owned();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.strip_prefix(' ').unwrap_or(v));
+                    }
+                }
+                if data.is_empty() && id.is_none() {
+                    continue; // A comment (keepalive).
+                }
+                if id.is_some() {
+                    self.last_id.clone_from(&id);
+                }
+                return Some(SseEvent {
+                    id,
+                    event,
+                    data: serde_json::from_str(&data).unwrap_or(Value::Null),
+                });
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.body.next())
+                .await
+                .ok()??;
+            self.buffer
+                .push_str(&String::from_utf8_lossy(&chunk.ok()?).replace("\r\n", "\n"));
+        }
+    }
+
+    /// Reads events until one matches, failing after 30 s; returns it and what came before.
+    pub async fn wait_for(
+        &mut self,
+        what: &str,
+        mut matches: impl FnMut(&SseEvent) -> bool,
+    ) -> (SseEvent, Vec<SseEvent>) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let mut before = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let event = self.next(left).await.unwrap_or_else(|| {
+                panic!("no {what} on the event stream within 30 s; saw {before:?}")
+            });
+            if matches(&event) {
+                return (event, before);
+            }
+            before.push(event);
+        }
+    }
+}

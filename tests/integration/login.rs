@@ -29,14 +29,17 @@ for_each_backend!(
 );
 
 /// A daemon on a leased slot with fresh backends.
-struct Setup {
-    slot: Slot,
-    provisioned: Provisioned,
-    daemon: Daemon,
-    dir: tempfile::TempDir,
+pub struct Setup {
+    pub slot: Slot,
+    pub provisioned: Provisioned,
+    pub daemon: Daemon,
+    pub dir: tempfile::TempDir,
 }
 
-async fn setup(backends: Backends, tune: impl FnOnce(&mut chatsender::config::Settings)) -> Setup {
+pub async fn setup(
+    backends: Backends,
+    tune: impl FnOnce(&mut chatsender::config::Settings),
+) -> Setup {
     let slot = Slot::lease().await;
     let provisioned = Provisioned::new(backends).await;
     let mut settings = daemon_settings(&slot, &provisioned);
@@ -51,17 +54,17 @@ async fn setup(backends: Backends, tune: impl FnOnce(&mut chatsender::config::Se
 }
 
 impl Setup {
-    async fn finish(self) {
+    pub async fn finish(self) {
         self.daemon.stop().await;
         self.provisioned.cleanup().await;
     }
 
-    fn keygen(&self, args: &[&str]) -> std::process::Output {
+    pub fn keygen(&self, args: &[&str]) -> std::process::Output {
         keygen(&self.slot, &self.provisioned, args)
     }
 
     /// `keygen generate 1 --json` (with extra args); returns the key and its PEM file.
-    fn generate(&self, extra: &[&str]) -> (Value, SigningKey) {
+    pub fn generate(&self, extra: &[&str]) -> (Value, SigningKey) {
         let out = self.dir.path().to_str().expect("utf-8 path");
         let mut args = vec!["generate", "1", "--json", "--out", out];
         args.extend_from_slice(extra);
@@ -78,11 +81,11 @@ impl Setup {
         (key, SigningKey::from_pkcs8_pem(&pem).expect("PKCS#8 PEM"))
     }
 
-    fn url(&self, path: &str) -> String {
+    pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.daemon.base_url)
     }
 
-    async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+    pub async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
         let r = http()
             .post(self.url(path))
             .json(body)
@@ -93,12 +96,12 @@ impl Setup {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
-    async fn challenge(&self, public_key: &str) -> (StatusCode, Value) {
+    pub async fn challenge(&self, public_key: &str) -> (StatusCode, Value) {
         self.post("/api/v1/auth/challenge", &json!({"public_key": public_key}))
             .await
     }
 
-    async fn login_raw(&self, challenge_id: &str, signature: &str) -> (StatusCode, Value) {
+    pub async fn login_raw(&self, challenge_id: &str, signature: &str) -> (StatusCode, Value) {
         self.post(
             "/api/v1/auth/login",
             &json!({"challenge_id": challenge_id, "signature": signature}),
@@ -107,7 +110,7 @@ impl Setup {
     }
 
     /// A full login with `key`; returns the access token.
-    async fn login(&self, key: &SigningKey) -> String {
+    pub async fn login(&self, key: &SigningKey) -> String {
         let (status, challenge) = self.challenge(&public_b64(key)).await;
         assert_eq!(status, 200, "{challenge}");
         let signature = key.sign(challenge["message"].as_str().expect("message").as_bytes());
@@ -121,7 +124,7 @@ impl Setup {
         session["access_token"].as_str().expect("token").to_owned()
     }
 
-    async fn me(&self, token: &str) -> (StatusCode, Value) {
+    pub async fn me(&self, token: &str) -> (StatusCode, Value) {
         let r = http()
             .get(self.url("/api/v1/me"))
             .bearer_auth(token)
@@ -133,7 +136,7 @@ impl Setup {
     }
 }
 
-fn public_b64(key: &SigningKey) -> String {
+pub fn public_b64(key: &SigningKey) -> String {
     encode_base64(key.verifying_key().as_bytes())
 }
 
@@ -297,7 +300,7 @@ fn name_id(v: &Value) -> String {
 }
 
 impl Setup {
-    fn daemon_origin(&self) -> String {
+    pub fn daemon_origin(&self) -> String {
         self.slot.settings.auth.origin.clone()
     }
 }
@@ -781,7 +784,7 @@ async fn revocation_ends_sessions_at_once(backends: Backends) {
 }
 
 impl Setup {
-    fn slot_settings(&self) -> chatsender::config::Settings {
+    pub fn slot_settings(&self) -> chatsender::config::Settings {
         daemon_settings(&self.slot, &self.provisioned)
     }
 }

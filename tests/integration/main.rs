@@ -2,6 +2,7 @@
 //! Run them with `./scripts/test`, which starts that Synapse.
 
 mod appservice;
+mod chat;
 mod cli;
 mod harness;
 mod login;
