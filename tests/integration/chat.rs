@@ -7,7 +7,8 @@ use serde_json::{Value, json};
 
 use crate::for_each_backend;
 use crate::harness::{
-    Backends, CacheKind, Daemon, EventStream, Slot, daemon_settings, http, unique, urlencode,
+    Backends, CacheKind, Daemon, EventStream, MatrixUser, Slot, daemon_settings, env, http, unique,
+    urlencode,
 };
 use crate::login::{Setup, setup};
 
@@ -16,6 +17,7 @@ for_each_backend!(
     nobody_reads_or_acts_outside_their_rooms,
     live_events_cross_daemons_and_survive_reconnects,
     bad_input_gets_errcodes_that_name_the_problem,
+    a_user_of_a_standard_matrix_client_talks_with_chatsender_users,
 );
 
 /// A logged-in ChatSender user.
@@ -172,8 +174,42 @@ async fn two_key_holders_talk_and_page_through_history(backends: Backends) {
     );
     assert_eq!(summary["last_message"]["event_id"], hi.as_str());
 
+    // Display names: set through the API, seen in /me, /users and the room.
+    bob.ok(
+        Method::PUT,
+        "/me/display_name",
+        Some(json!({"display_name": "Bobby"})),
+    )
+    .await;
+    assert_eq!(
+        bob.ok(Method::GET, "/me", None).await["display_name"],
+        "Bobby"
+    );
+    let users = alice.ok(Method::GET, "/users", None).await;
+    let listed = users["users"]
+        .as_array()
+        .expect("users")
+        .iter()
+        .find(|u| u["user_id"] == bob.user_id.as_str())
+        .cloned();
+    assert_eq!(listed.expect("Bob is listed")["display_name"], "Bobby");
+    let renamed = alice.send(&room, "after the rename").await;
+    alice_events
+        .wait_for("the message after the rename", |e| {
+            e.data["event_id"] == renamed.as_str()
+        })
+        .await;
+    let by_bob = bob.send(&room, "signed Bobby").await;
+    let (named, _) = alice_events
+        .wait_for("Bob's message", |e| e.data["event_id"] == by_bob.as_str())
+        .await;
+    assert_eq!(
+        named.data["sender_name"], "Bobby",
+        "the room knows Bob's new name"
+    );
+
     // 300 more, sent by both in turn.
-    let mut sent = vec![hello.clone(), hi.clone()];
+    let mut sent = vec![hello.clone(), hi.clone(), renamed, by_bob];
     for i in 0..300 {
         let sender = if i % 2 == 0 { &alice } else { &bob };
         sent.push(sender.send(&room, &format!("message {i}")).await);
@@ -209,7 +245,7 @@ async fn two_key_holders_talk_and_page_through_history(backends: Backends) {
     }
     assert_eq!(
         seen, sent,
-        "the history holds the 302 messages, once each, in the order sent"
+        "the history holds the 304 messages, once each, in the order sent"
     );
     s.finish().await;
 }
@@ -477,6 +513,149 @@ async fn bad_input_gets_errcodes_that_name_the_problem(backends: Backends) {
     assert_eq!(
         raw.json::<Value>().await.expect("json")["errcode"],
         "M_NOT_JSON"
+    );
+    s.finish().await;
+}
+
+/// 2. An ordinary Matrix user on matrix-nio is invited by a ChatSender user, joins
+///    and talks both ways; their encrypted event arrives as `kind: encrypted`; their
+///    invite to a ChatSender user shows up as an invite.
+async fn a_user_of_a_standard_matrix_client_talks_with_chatsender_users(backends: Backends) {
+    let s = setup(backends, |_| {}).await;
+    let alice = User::new(&s, "alice").await;
+    let mut alice_events = alice.events().await;
+    let carol = MatrixUser::register("carol").await;
+    let created = alice
+        .ok(
+            Method::POST,
+            "/rooms",
+            Some(json!({"name": "Mixed", "invite": [carol.user_id]})),
+        )
+        .await;
+    let room = created["room_id"].as_str().expect("room_id").to_owned();
+    alice.send(&room, "hello Carol").await;
+
+    let env = env();
+    let room_arg = room.clone();
+    let (carol_id, carol_token, alice_id, hs) = (
+        carol.user_id.clone(),
+        carol.token.clone(),
+        alice.user_id.clone(),
+        env.synapse_url.clone(),
+    );
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(&env.nio_python)
+            .arg(&env.nio_client)
+            .args([
+                "--homeserver",
+                &hs,
+                "--user-id",
+                &carol_id,
+                "--token",
+                &carol_token,
+            ])
+            .args([
+                "--room",
+                &room_arg,
+                "--expect",
+                "hello Carol",
+                "--invite",
+                &alice_id,
+            ])
+            .output()
+            .expect("run the matrix-nio client")
+    })
+    .await
+    .expect("join");
+    assert!(
+        output.status.success(),
+        "matrix-nio client: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let done: Value = serde_json::from_slice(&output.stdout).expect("its JSON line");
+
+    let (joined, _) = alice_events
+        .wait_for("Carol's join", |e| {
+            e.event == "membership"
+                && e.data["user_id"] == carol.user_id.as_str()
+                && e.data["membership"] == "join"
+        })
+        .await;
+    assert_eq!(joined.data["room_id"], room.as_str());
+    let (reply, _) = alice_events
+        .wait_for("Carol's reply", |e| e.data["event_id"] == done["reply"])
+        .await;
+    assert_eq!(
+        (reply.data["body"].as_str(), reply.data["kind"].as_str()),
+        (Some("hi from nio"), Some("text"))
+    );
+    assert_eq!(reply.data["sender"], carol.user_id.as_str());
+    let (encrypted, _) = alice_events
+        .wait_for("Carol's encrypted event", |e| {
+            e.data["event_id"] == done["encrypted"]
+        })
+        .await;
+    assert_eq!(encrypted.data["kind"], "encrypted");
+    let (status, page) = alice.messages(&room, "?limit=10").await;
+    assert_eq!(status, 200);
+    let kinds: Vec<(&str, &str)> = page["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| {
+            (
+                m["body"].as_str().unwrap_or_default(),
+                m["kind"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("hello Carol", "text"),
+            ("hi from nio", "text"),
+            ("", "encrypted")
+        ]
+    );
+
+    let own_room = done["own_room"].as_str().expect("own_room");
+    alice_events
+        .wait_for("Carol's invite", |e| {
+            e.event == "membership"
+                && e.data["room_id"] == own_room
+                && e.data["membership"] == "invite"
+        })
+        .await;
+    let rooms = alice.ok(Method::GET, "/rooms", None).await;
+    let invite = rooms["invites"]
+        .as_array()
+        .expect("invites")
+        .iter()
+        .find(|i| i["room_id"] == own_room)
+        .cloned();
+    let invite = invite.expect("the invite is listed");
+    assert_eq!(invite["inviter"], carol.user_id.as_str());
+    assert_eq!(invite["name"], "From nio");
+    alice
+        .ok(Method::POST, &room_path(own_room, "join"), Some(json!({})))
+        .await;
+    let rooms = alice.ok(Method::GET, "/rooms", None).await;
+    let joined = rooms["rooms"]
+        .as_array()
+        .expect("rooms")
+        .iter()
+        .find(|r| r["room_id"] == own_room)
+        .cloned();
+    let joined = joined.expect("the joined room is listed");
+    let members: Vec<&str> = joined["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter_map(|m| m["user_id"].as_str())
+        .collect();
+    assert!(
+        members.contains(&carol.user_id.as_str()),
+        "the room's earlier members are known after joining: {members:?}"
     );
     s.finish().await;
 }

@@ -31,6 +31,9 @@ pub struct TestEnv {
     pub dir: PathBuf,
     pub synapse_python: PathBuf,
     pub synapse_helper: PathBuf,
+    /// A Python with matrix-nio, and the script that drives it.
+    pub nio_python: PathBuf,
+    pub nio_client: PathBuf,
 }
 
 /// The environment, read once.
@@ -410,7 +413,7 @@ pub fn http() -> &'static reqwest::Client {
 /// An ordinary (password) user on the shared Synapse, driven over the Client-Server API.
 pub struct MatrixUser {
     pub user_id: String,
-    token: String,
+    pub token: String,
     base: String,
     since: Option<String>,
 }
