@@ -659,3 +659,35 @@ async fn a_user_of_a_standard_matrix_client_talks_with_chatsender_users(backends
     );
     s.finish().await;
 }
+
+/// The stream sends a `: keepalive` comment every 15 s (the same code on every
+/// backend, so tested once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_sends_keepalives() {
+    use crate::harness::StoreKind;
+    let s = setup(
+        Backends {
+            store: StoreKind::Sqlite,
+            cache: CacheKind::Embedded,
+        },
+        |_| {},
+    )
+    .await;
+    let alice = User::new(&s, "alice").await;
+    let mut events = alice.events().await;
+    let started = std::time::Instant::now();
+    while !events.comments.iter().any(|c| c == "keepalive") {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no keepalive within 20 s"
+        );
+        if let Some(event) = events.next(Duration::from_secs(1)).await {
+            panic!("an idle stream sent {event:?}");
+        }
+    }
+    assert!(
+        started.elapsed() >= Duration::from_secs(10),
+        "keepalives are not sent too often"
+    );
+    s.finish().await;
+}

@@ -615,6 +615,8 @@ pub struct EventStream {
     buffer: String,
     /// The id of the last event read, for reconnecting.
     pub last_id: Option<String>,
+    /// Comment lines read (`: keepalive`).
+    pub comments: Vec<String>,
 }
 
 impl EventStream {
@@ -636,6 +638,7 @@ impl EventStream {
             body: Box::pin(response.bytes_stream()),
             buffer: String::new(),
             last_id: last_event_id.map(str::to_owned),
+            comments: Vec::new(),
         }
     }
 
@@ -648,7 +651,9 @@ impl EventStream {
                 let block: String = self.buffer.drain(..end + 2).collect();
                 let (mut id, mut event, mut data) = (None, "message".to_owned(), String::new());
                 for line in block.lines() {
-                    if let Some(v) = line.strip_prefix("id:") {
+                    if let Some(comment) = line.strip_prefix(':') {
+                        self.comments.push(comment.trim().to_owned());
+                    } else if let Some(v) = line.strip_prefix("id:") {
                         id = Some(v.trim_start().to_owned());
                     } else if let Some(v) = line.strip_prefix("event:") {
                         event = v.trim_start().to_owned();
