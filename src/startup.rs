@@ -12,7 +12,7 @@ use axum::http::{Method, Uri};
 use axum::response::Response;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use crate::api::v1::ApiState;
 use crate::api::{self, OpsState};
@@ -26,6 +26,9 @@ use crate::live::{LiveBus, RedisBus, StoreBus};
 use crate::matrix::{Homeserver, HomeserverClient};
 use crate::store::{self, Store};
 use crate::telemetry;
+
+/// How long shutdown waits for requests still in flight.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Longest wait between two start-up pings of the homeserver.
 const PING_MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -68,7 +71,12 @@ impl Application {
             user_prefix: settings.appservice.user_prefix.clone(),
             server_name: settings.homeserver.server_name.to_string(),
         };
-        let ingest = Arc::new(Ingest::new(store.clone(), bus.clone(), namespace));
+        let ingest = Arc::new(Ingest::new(
+            store.clone(),
+            cache.clone(),
+            bus.clone(),
+            namespace,
+        ));
         let puppets = Puppets::new(
             homeserver.clone(),
             store.clone(),
@@ -106,9 +114,13 @@ impl Application {
             .method_not_allowed_fallback(unrecognized)
             .layer(axum::middleware::map_response(log_internal_error))
             // Spans name the path only: a legacy homeserver sends its token in the query.
-            .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
-                tracing::debug_span!("request", method = %request.method(), path = %request.uri().path())
-            }));
+            .layer(
+                TraceLayer::new_for_http()
+                    .make_span_with(request_span)
+                    // 5xx causes are logged once by `log_internal_error`; a 503 from
+                    // /ready while starting is no error.
+                    .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+            );
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("listen: cannot bind {}", settings.listen))?;
@@ -166,34 +178,66 @@ impl Application {
             self.pinged.clone(),
             stop.clone(),
         ));
-        let pruner = tokio::spawn(prune_streams(self.bus.clone(), stop.clone()));
+        let housekeeping = tokio::spawn(housekeeping(
+            self.ingest.clone(),
+            self.bus.clone(),
+            stop.clone(),
+        ));
         let app = self
             .router
             .into_make_service_with_connect_info::<SocketAddr>();
         let stopping = stop.clone();
+        let (signalled, on_signal) = tokio::sync::oneshot::channel::<()>();
         let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 tracing::info!("shutting down: finishing requests in flight");
                 // Event streams never finish by themselves: end them.
                 stopping.cancel();
+                let _ = signalled.send(());
             })
-            .await;
+            .into_future();
+        // A client that stops reading keeps its request open: wait for it only so long.
+        let grace = async {
+            if on_signal.await.is_ok() {
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        let served = tokio::select! {
+            served = served => served,
+            () = grace => {
+                tracing::warn!(grace = ?SHUTDOWN_GRACE, "requests still open after the grace period; stopping anyway");
+                Ok(())
+            }
+        };
         stop.cancel();
         let _ = pinger.await;
-        let _ = pruner.await;
+        let _ = housekeeping.await;
         served.context("server error")
     }
 }
 
-/// Drops live-stream entries past their retention, every minute.
-async fn prune_streams(bus: Arc<dyn LiveBus>, stop: CancellationToken) {
+/// Every few seconds feeds recorded events a failed feed left behind; every minute
+/// drops live-stream entries past their retention.
+async fn housekeeping(ingest: Arc<Ingest>, bus: Arc<dyn LiveBus>, stop: CancellationToken) {
+    let mut rounds = 0u64;
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
-            () = tokio::time::sleep(Duration::from_secs(60)) => {}
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
         }
-        if let Err(error) = bus.prune().await {
+        if let Err(error) = ingest.run_pending().await {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "could not feed pending events"
+            );
+        }
+        rounds += 1;
+        if rounds.is_multiple_of(12)
+            && let Err(error) = bus.prune().await
+        {
             tracing::warn!(error = format!("{error:#}"), "could not prune live streams");
         }
     }
@@ -224,6 +268,12 @@ async fn ping_until_answered(
         }
         delay = (delay * 2).min(PING_MAX_BACKOFF);
     }
+}
+
+/// A request's span names its path only: a legacy homeserver sends its token in the
+/// query string.
+fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    tracing::debug_span!("request", method = %request.method(), path = %request.uri().path())
 }
 
 /// Any route the daemon does not serve: Matrix's `M_UNRECOGNIZED`.

@@ -1,13 +1,16 @@
+-- Names and display names are set by anyone in a room, at any length.
+ALTER TABLE users MODIFY display_name TEXT;
+ALTER TABLE puppets MODIFY display_name TEXT;
+
 -- Room events not yet fed to the room index and the live streams (set once done, so
 -- a crash between recording and feeding is finished at the next start).
 ALTER TABLE room_events ADD COLUMN ingested BIGINT NOT NULL DEFAULT 0;
-UPDATE room_events SET ingested = 1;
 CREATE INDEX room_events_pending ON room_events (ingested, seq);
 
 -- Rooms the appservice has seen, with what the API shows of them.
 CREATE TABLE rooms (
     room_id    VARCHAR(255)  NOT NULL PRIMARY KEY,
-    name       VARCHAR(1024),
+    name       TEXT,
     is_direct  BIGINT        NOT NULL DEFAULT 0,
     encrypted  BIGINT        NOT NULL DEFAULT 0,
     updated_at BIGINT        NOT NULL
@@ -18,7 +21,7 @@ CREATE TABLE memberships (
     room_id      VARCHAR(255)  NOT NULL,
     user_id      VARCHAR(255)  NOT NULL,
     membership   VARCHAR(32)   NOT NULL,
-    display_name VARCHAR(1024),
+    display_name TEXT,
     sender       VARCHAR(255)  NOT NULL,
     updated_at   BIGINT        NOT NULL,
     PRIMARY KEY (room_id, user_id),

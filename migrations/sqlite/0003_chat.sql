@@ -1,7 +1,6 @@
 -- Room events not yet fed to the room index and the live streams (set once done, so
 -- a crash between recording and feeding is finished at the next start).
 ALTER TABLE room_events ADD COLUMN ingested INTEGER NOT NULL DEFAULT 0;
-UPDATE room_events SET ingested = 1;
 CREATE INDEX room_events_pending ON room_events (ingested, seq);
 
 -- Rooms the appservice has seen, with what the API shows of them.

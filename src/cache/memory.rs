@@ -153,6 +153,18 @@ impl Cache for MemoryCache {
         Ok(())
     }
 
+    async fn delete_if(&self, key: &str, value: &[u8]) -> Result<bool, CacheError> {
+        let mut entries = self.lock();
+        let holds = matches!(
+            entries.live(key, Instant::now()).map(|e| &e.value),
+            Some(Value::Bytes(v)) if v == value
+        );
+        if holds {
+            entries.map.remove(key);
+        }
+        Ok(holds)
+    }
+
     async fn expire(&self, key: &str, ttl: Duration) -> Result<bool, CacheError> {
         let now = Instant::now();
         Ok(self

@@ -51,6 +51,9 @@ pub trait Cache: Send + Sync + 'static {
     /// Deletes `key`; deleting a missing key is not an error.
     async fn delete(&self, key: &str) -> Result<(), CacheError>;
 
+    /// Deletes `key` only if it holds `value` (atomically); true if deleted.
+    async fn delete_if(&self, key: &str, value: &[u8]) -> Result<bool, CacheError>;
+
     /// Sets `key`'s time to live; false if the key does not exist.
     async fn expire(&self, key: &str, ttl: Duration) -> Result<bool, CacheError>;
 

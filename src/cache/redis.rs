@@ -37,6 +37,12 @@ if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return {n, redis.call('PTTL', KEYS[1])}
 ";
 
+/// DEL if the value matches.
+const DELETE_IF: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+";
+
 impl RedisCache {
     /// Connects and checks the server answers.
     pub async fn connect(url: &SecretString, prefix: &str) -> anyhow::Result<Self> {
@@ -115,6 +121,16 @@ impl Cache for RedisCache {
         let mut conn = self.conn.clone();
         let _: u64 = conn.del(self.key(key)).await?;
         Ok(())
+    }
+
+    async fn delete_if(&self, key: &str, value: &[u8]) -> Result<bool, CacheError> {
+        let mut conn = self.conn.clone();
+        let deleted: u64 = redis::Script::new(DELETE_IF)
+            .key(self.key(key))
+            .arg(value)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(deleted == 1)
     }
 
     async fn expire(&self, key: &str, ttl: Duration) -> Result<bool, CacheError> {

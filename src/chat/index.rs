@@ -2,11 +2,13 @@
 //! live streams of the ChatSender users who should see them.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::sync::Mutex;
 
 use super::message::{self, MembershipChange, RoomChange};
+use crate::cache::Cache;
 use crate::live::LiveBus;
 use crate::store::{MembershipRecord, RoomEvent, Store};
 
@@ -23,7 +25,8 @@ impl Namespace {
         user_id
             .strip_prefix('@')
             .and_then(|rest| rest.strip_prefix(self.user_prefix.as_str()))
-            .and_then(|rest| rest.rsplit_once(':'))
+            // Localparts hold no ':'; a server name may (a port).
+            .and_then(|rest| rest.split_once(':'))
             .is_some_and(|(_, server)| server == self.server_name)
     }
 }
@@ -31,17 +34,31 @@ impl Namespace {
 /// Feeds recorded events, in order, once.
 pub struct Ingest {
     store: Arc<dyn Store>,
+    cache: Arc<dyn Cache>,
     bus: Arc<dyn LiveBus>,
     namespace: Namespace,
-    /// One feeder at a time in this daemon, so events are applied in order.
+    /// One feeder at a time in this daemon; the lease in the cache makes it one at a
+    /// time across daemons, so events are applied in order.
     running: Mutex<()>,
 }
 
+/// The cache key of the feeder's lease, and how long a lease lasts unrenewed.
+const LEASE_KEY: &str = "ingest-lease";
+const LEASE_TTL: Duration = Duration::from_secs(60);
+/// How long to wait for another daemon's feeder before leaving the work to it.
+const LEASE_WAIT: Duration = Duration::from_secs(5);
+
 impl Ingest {
     /// A feeder over the daemon's state.
-    pub fn new(store: Arc<dyn Store>, bus: Arc<dyn LiveBus>, namespace: Namespace) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        cache: Arc<dyn Cache>,
+        bus: Arc<dyn LiveBus>,
+        namespace: Namespace,
+    ) -> Self {
         Self {
             store,
+            cache,
             bus,
             namespace,
             running: Mutex::new(()),
@@ -49,8 +66,28 @@ impl Ingest {
     }
 
     /// Feeds every recorded event not fed yet (after a crash too), oldest first.
+    /// Returns how many were fed; 0 also when another daemon's feeder is at work
+    /// (it feeds them, and the periodic run catches anything left).
     pub async fn run_pending(&self) -> anyhow::Result<usize> {
         let _one_at_a_time = self.running.lock().await;
+        let holder = crate::keys::encode_base64url(&rand::random::<[u8; 16]>());
+        let started = Instant::now();
+        while !self
+            .cache
+            .put_if_absent(LEASE_KEY, holder.as_bytes(), LEASE_TTL)
+            .await?
+        {
+            if started.elapsed() > LEASE_WAIT {
+                return Ok(0);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let fed = self.feed().await;
+        self.cache.delete_if(LEASE_KEY, holder.as_bytes()).await?;
+        fed
+    }
+
+    async fn feed(&self) -> anyhow::Result<usize> {
         let mut done = 0;
         loop {
             let events = self.store.pending_events(200).await?;
@@ -62,6 +99,7 @@ impl Ingest {
             }
             let ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
             self.store.mark_ingested(&ids).await?;
+            self.cache.expire(LEASE_KEY, LEASE_TTL).await?;
             done += events.len();
         }
     }
@@ -190,5 +228,10 @@ mod tests {
         assert!(!ns.contains("@cs_alice:other.org"));
         assert!(!ns.contains("@carol:example.org"));
         assert!(!ns.contains("cs_alice:example.org"));
+        let with_port = Namespace {
+            user_prefix: "cs_".into(),
+            server_name: "example.org:8448".into(),
+        };
+        assert!(with_port.contains("@cs_alice:example.org:8448"));
     }
 }

@@ -38,12 +38,13 @@ pub enum ChatError {
 impl From<HomeserverError> for ChatError {
     fn from(e: HomeserverError) -> Self {
         match e {
+            // A 401 would be about the appservice's token, not the user's session.
             HomeserverError::Refused {
                 status,
                 errcode,
                 message,
                 ..
-            } if status < 500 => Self::Refused {
+            } if status < 500 && status != 401 => Self::Refused {
                 status,
                 errcode,
                 message,
@@ -105,6 +106,9 @@ pub fn parse_user_id(raw: &str) -> Result<OwnedUserId, ChatError> {
     UserId::parse(raw)
         .map_err(|e| ChatError::InvalidParam(format!("`{raw}` is not a Matrix user id: {e}")))
 }
+
+/// Homeserver requests one history page may take.
+const MAX_HISTORY_ROUNDS: usize = 10;
 
 /// The chat service.
 #[derive(Clone)]
@@ -212,66 +216,65 @@ impl Chat {
         self.store
             .update_room(room.as_str(), name, Some(is_direct), None)
             .await?;
-        self.record_own_membership(user, &room, "join").await?;
+        self.set_own_membership(user, &room, "join", "").await?;
         Ok(room)
     }
 
-    async fn record_own_membership(
+    /// Records the user's own membership change made through the homeserver, so the
+    /// next request sees it, unless the index changed since it read `current` (the
+    /// homeserver's own event was fed meanwhile, and is the truth).
+    async fn set_own_membership(
         &self,
         user: &UserId,
         room: &RoomId,
         membership: &str,
+        current: &str,
     ) -> Result<(), ChatError> {
-        let current = self.store.membership(room.as_str(), user.as_str()).await?;
-        let display_name = match current.and_then(|m| m.display_name) {
-            Some(name) => Some(name),
-            None => self.store.user(user).await?.and_then(|u| u.display_name),
+        let display_name = self.store.user(user).await?.and_then(|u| u.display_name);
+        let record = MembershipRecord {
+            room_id: room.to_string(),
+            user_id: user.to_string(),
+            membership: membership.to_owned(),
+            display_name,
+            sender: user.to_string(),
         };
-        self.store
-            .set_membership(&MembershipRecord {
-                room_id: room.to_string(),
-                user_id: user.to_string(),
-                membership: membership.to_owned(),
-                display_name,
-                sender: user.to_string(),
-            })
-            .await?;
+        if current.is_empty() {
+            self.store.add_membership_if_absent(&record).await?;
+        } else {
+            self.store.replace_membership(&record, current).await?;
+        }
         Ok(())
     }
 
     /// Accepts an invite (or joins again).
     pub async fn join(&self, user: &UserId, room: &RoomId) -> Result<(), ChatError> {
-        self.require(user, room, &["invite", "join"]).await?;
+        let before = self.require(user, room, &["invite", "join"]).await?;
         self.homeserver.join(user, room).await?;
-        self.record_own_membership(user, room, "join").await?;
+        // Record the join unless the room index moved on meanwhile (the join event, or
+        // a kick, fed from the homeserver, is then the truth).
+        self.set_own_membership(user, room, "join", &before.membership)
+            .await?;
         // Events before the join did not reach the appservice: take the room's
-        // current state (members, name, encryption) from the homeserver.
+        // current state (members, name, encryption) from the homeserver, without
+        // overwriting what the index already knows (it is at least as new).
         for json in self.homeserver.room_state(user, room).await? {
             let event: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
             let content = &event["content"];
             match (event["type"].as_str(), event["state_key"].as_str()) {
                 (Some("m.room.member"), Some(target)) if target != user.as_str() => {
-                    self.store
-                        .set_membership(&MembershipRecord {
-                            room_id: room.to_string(),
-                            user_id: target.to_owned(),
-                            membership: content["membership"]
-                                .as_str()
-                                .unwrap_or("leave")
-                                .to_owned(),
-                            display_name: content["displayname"].as_str().map(str::to_owned),
-                            sender: event["sender"].as_str().unwrap_or_default().to_owned(),
-                        })
-                        .await?;
+                    let membership = MembershipRecord {
+                        room_id: room.to_string(),
+                        user_id: target.to_owned(),
+                        membership: content["membership"].as_str().unwrap_or("leave").to_owned(),
+                        display_name: content["displayname"].as_str().map(str::to_owned),
+                        sender: event["sender"].as_str().unwrap_or_default().to_owned(),
+                    };
+                    self.store.add_membership_if_absent(&membership).await?;
                 }
                 (Some("m.room.name"), Some("")) => {
+                    let name = content["name"].as_str().unwrap_or("");
                     self.store
-                        .update_room(
-                            room.as_str(),
-                            Some(content["name"].as_str().unwrap_or("")),
-                            None,
-                            None,
-                        )
+                        .update_room(room.as_str(), Some(name), None, None)
                         .await?;
                 }
                 (Some("m.room.encryption"), Some("")) => {
@@ -287,9 +290,10 @@ impl Chat {
 
     /// Leaves (or declines an invite).
     pub async fn leave(&self, user: &UserId, room: &RoomId) -> Result<(), ChatError> {
-        self.require(user, room, &["invite", "join"]).await?;
+        let before = self.require(user, room, &["invite", "join"]).await?;
         self.homeserver.leave(user, room).await?;
-        self.record_own_membership(user, room, "leave").await
+        self.set_own_membership(user, room, "leave", &before.membership)
+            .await
     }
 
     /// Invites `target` (any Matrix user) into a room the user is in.
@@ -330,13 +334,20 @@ impl Chat {
         let mut messages = Vec::new();
         let mut from = before.map(str::to_owned);
         let mut prev = None;
-        while messages.len() < limit as usize {
+        // Pages of state events only use up rounds; a page that ends early lets the
+        // client ask for more with `prev`.
+        for _ in 0..MAX_HISTORY_ROUNDS {
+            if messages.len() >= limit as usize {
+                break;
+            }
             let want = limit - u32::try_from(messages.len()).unwrap_or(limit);
             let (chunk, end) = self
                 .homeserver
                 .messages(user, room, from.as_deref(), want)
                 .await?;
-            let exhausted = chunk.is_empty() || end.is_none();
+            // No `end`, or no progress, is the start of the room; an empty chunk with a
+            // new `end` is not (visibility rules can filter out a whole batch).
+            let exhausted = end.is_none() || end == from;
             messages.extend(
                 chunk
                     .iter()
@@ -374,10 +385,11 @@ impl Chat {
         if body.is_empty() {
             return Err(ChatError::InvalidParam("body must not be empty".into()));
         }
-        self.require(user, room, &["join"]).await?;
+        // A retry gets its event even if the user left the room since.
         if let Some(event_id) = self.store.sent_message(user.as_str(), txn_id).await? {
             return Ok(event_id);
         }
+        self.require(user, room, &["join"]).await?;
         // Synapse keys appservice transaction ids by path only, not by puppet: make
         // the id unique per user.
         let user_key = hex::encode(&Sha256::digest(user.as_str().as_bytes())[..8]);

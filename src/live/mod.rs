@@ -61,6 +61,20 @@ pub trait LiveBus: Send + Sync + 'static {
 
     /// Drops entries past the retention; called now and then.
     async fn prune(&self) -> anyhow::Result<()>;
+
+    /// The id of the user's newest entry, if any.
+    async fn latest_id(&self, user_id: &str) -> anyhow::Result<Option<String>>;
+}
+
+/// What subscribers receive when the bus may have missed events (a lost Redis
+/// connection): each stream catches up by replaying from its last id.
+pub fn resync() -> LiveEvent {
+    LiveEvent {
+        user_id: String::new(),
+        id: String::new(),
+        kind: "resync".into(),
+        payload: String::new(),
+    }
 }
 
 /// Embedded mode: streams in the database, fan-out in process.
@@ -144,5 +158,13 @@ impl LiveBus for StoreBus {
             .prune_user_events(before, RETAINED_PER_USER)
             .await?;
         Ok(())
+    }
+
+    async fn latest_id(&self, user_id: &str) -> anyhow::Result<Option<String>> {
+        Ok(self
+            .store
+            .latest_user_event(user_id)
+            .await?
+            .map(|id| id.to_string()))
     }
 }

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -93,6 +92,7 @@ async fn relay(
             }
         }
         tracing::warn!("lost the Redis live channel; resubscribing");
+        let _ = sender.send(super::resync());
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
@@ -111,9 +111,23 @@ async fn relay(
     }
 }
 
+/// Appends once per (user, event) and publishes, atomically: a crash cannot leave an
+/// event marked delivered but missing, and publish order is stream order.
+/// KEYS: delivered marker, stream. ARGV: cap, kind, payload, channel, user id.
+const DELIVER: &str = r"
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', 86400) then return false end
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'kind', ARGV[2], 'payload', ARGV[3])
+redis.call('PUBLISH', ARGV[4], cjson.encode({user_id = ARGV[5], id = id, kind = ARGV[2], payload = ARGV[3]}))
+return id
+";
+
 /// A stream id `ms-seq` as a comparable pair.
 fn parse_id(id: &str) -> Option<(u64, u64)> {
     let (ms, seq) = id.split_once('-')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(ms) || !digits(seq) {
+        return None;
+    }
     Some((ms.parse().ok()?, seq.parse().ok()?))
 }
 
@@ -127,38 +141,15 @@ impl LiveBus for RedisBus {
         payload: &str,
     ) -> anyhow::Result<()> {
         let mut conn = self.conn.clone();
-        // Once per event and user, even if a transaction is fed twice after a crash.
-        let fresh: Option<String> = redis::cmd("SET")
-            .arg(format!("{}delivered:{user_id}:{dedup_key}", self.prefix))
-            .arg(1)
-            .arg("NX")
-            .arg("EX")
-            .arg(24 * 3600)
-            .query_async(&mut conn)
-            .await?;
-        if fresh.is_none() {
-            return Ok(());
-        }
-        let id: String = redis::cmd("XADD")
-            .arg(self.stream(user_id))
-            .arg("MAXLEN")
-            .arg("~")
+        let _: Option<String> = redis::Script::new(DELIVER)
+            .key(format!("{}delivered:{user_id}:{dedup_key}", self.prefix))
+            .key(self.stream(user_id))
             .arg(RETAINED_PER_USER)
-            .arg("*")
-            .arg("kind")
             .arg(kind)
-            .arg("payload")
             .arg(payload)
-            .query_async(&mut conn)
-            .await?;
-        let wire = Wire {
-            user_id: user_id.to_owned(),
-            id,
-            kind: kind.to_owned(),
-            payload: payload.to_owned(),
-        };
-        let _: u64 = conn
-            .publish(self.channel(), serde_json::to_string(&wire)?)
+            .arg(self.channel())
+            .arg(user_id)
+            .invoke_async(&mut conn)
             .await?;
         Ok(())
     }
@@ -222,5 +213,18 @@ impl LiveBus for RedisBus {
     async fn prune(&self) -> anyhow::Result<()> {
         // Streams are capped as they grow (XADD MAXLEN).
         Ok(())
+    }
+
+    async fn latest_id(&self, user_id: &str) -> anyhow::Result<Option<String>> {
+        let mut conn = self.conn.clone();
+        let last: Vec<(String, Vec<String>)> = redis::cmd("XREVRANGE")
+            .arg(self.stream(user_id))
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut conn)
+            .await?;
+        Ok(last.into_iter().next().map(|(id, _)| id))
     }
 }

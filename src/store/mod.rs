@@ -245,6 +245,19 @@ pub trait Store: Send + Sync + 'static {
     /// Sets a user's membership of a room.
     async fn set_membership(&self, membership: &MembershipRecord) -> Result<(), StoreError>;
 
+    /// Records a membership only if none is known for (room, user); true if stored.
+    async fn add_membership_if_absent(
+        &self,
+        membership: &MembershipRecord,
+    ) -> Result<bool, StoreError>;
+
+    /// Sets a membership only while the current one is `current`; true if changed.
+    async fn replace_membership(
+        &self,
+        membership: &MembershipRecord,
+        current: &str,
+    ) -> Result<bool, StoreError>;
+
     /// A user's membership of a room (`join`, `invite`, …) if any.
     async fn membership(
         &self,
@@ -297,6 +310,9 @@ pub trait Store: Send + Sync + 'static {
         after: i64,
         limit: u32,
     ) -> Result<Vec<StreamEntry>, StoreError>;
+
+    /// The id of the user's newest stream entry.
+    async fn latest_user_event(&self, user_id: &str) -> Result<Option<i64>, StoreError>;
 
     /// The id of the user's oldest retained stream entry.
     async fn oldest_user_event(&self, user_id: &str) -> Result<Option<i64>, StoreError>;

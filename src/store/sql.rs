@@ -595,6 +595,39 @@ macro_rules! impl_sql_store {
                 Ok(())
             }
 
+            async fn add_membership_if_absent(&self, m: &super::MembershipRecord) -> Result<bool, StoreError> {
+                let done = sqlx::query(concat!(
+                    $insert_ignore,
+                    " INTO memberships (room_id, user_id, membership, display_name, sender, updated_at) VALUES (?, ?, ?, ?, ?, ?)"
+                ))
+                .bind(&m.room_id)
+                .bind(&m.user_id)
+                .bind(&m.membership)
+                .bind(&m.display_name)
+                .bind(&m.sender)
+                .bind(now_ms())
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn replace_membership(&self, m: &super::MembershipRecord, current: &str) -> Result<bool, StoreError> {
+                let done = sqlx::query(
+                    "UPDATE memberships SET membership = ?, display_name = COALESCE(?, display_name), sender = ?, updated_at = ?
+                     WHERE room_id = ? AND user_id = ? AND membership = ?",
+                )
+                .bind(&m.membership)
+                .bind(&m.display_name)
+                .bind(&m.sender)
+                .bind(now_ms())
+                .bind(&m.room_id)
+                .bind(&m.user_id)
+                .bind(current)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
             async fn membership(&self, room_id: &str, user_id: &str) -> Result<Option<super::MembershipRecord>, StoreError> {
                 let row: Option<sql::MembershipRow> = sqlx::query_as(
                     "SELECT room_id, user_id, membership, display_name, sender FROM memberships
@@ -634,7 +667,7 @@ macro_rules! impl_sql_store {
             async fn last_message(&self, room_id: &str) -> Result<Option<RoomEvent>, StoreError> {
                 let row: Option<sql::RoomEventRow> = sqlx::query_as(
                     "SELECT event_id, room_id, sender, event_type, state_key, origin_server_ts, json
-                     FROM room_events WHERE room_id = ? AND event_type IN ('m.room.message', 'm.room.encrypted')
+                     FROM room_events WHERE room_id = ? AND event_type IN ('m.room.message', 'm.room.encrypted', 'm.sticker')
                      ORDER BY seq DESC LIMIT 1",
                 )
                 .bind(room_id)
@@ -706,6 +739,14 @@ macro_rules! impl_sql_store {
                 .fetch_all(&self.pool)
                 .await?;
                 Ok(rows.into_iter().map(Into::into).collect())
+            }
+
+            async fn latest_user_event(&self, user_id: &str) -> Result<Option<i64>, StoreError> {
+                let (id,): (Option<i64>,) = sqlx::query_as("SELECT MAX(id) FROM user_events WHERE user_id = ?")
+                    .bind(user_id)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(id)
             }
 
             async fn oldest_user_event(&self, user_id: &str) -> Result<Option<i64>, StoreError> {

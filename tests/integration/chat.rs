@@ -371,7 +371,13 @@ async fn live_events_cross_daemons_and_survive_reconnects(backends: Backends) {
     let mut stale = EventStream::connect(&s.daemon.base_url, &bob.token, Some("0-1")).await;
     let reset = stale.next(Duration::from_secs(10)).await.expect("an event");
     assert_eq!(reset.event, "reset");
+    let newest = reset.id.clone().expect("a reset carries the newest id");
     drop(stale);
+    let mut after_reset = EventStream::connect(&s.daemon.base_url, &bob.token, Some(&newest)).await;
+    if let Some(extra) = after_reset.next(Duration::from_millis(500)).await {
+        panic!("resuming from the reset's id repeats nothing, got {extra:?}");
+    }
+    drop(after_reset);
 
     // A restart keeps rooms, history and sessions.
     let settings = s.slot_settings();
@@ -438,6 +444,12 @@ async fn bad_input_gets_errcodes_that_name_the_problem(backends: Backends) {
     );
     check(
         alice.messages(&room, "?limit=201").await,
+        StatusCode::BAD_REQUEST,
+        "M_INVALID_PARAM",
+        "limit",
+    );
+    check(
+        alice.messages(&room, "?limit=many").await,
         StatusCode::BAD_REQUEST,
         "M_INVALID_PARAM",
         "limit",

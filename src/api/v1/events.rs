@@ -11,10 +11,18 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::extract::Session;
 use super::{ApiError, ApiState};
-use crate::live::{LiveEvent, Replay};
+use crate::live::{LiveBus, LiveEvent, Replay};
 
 /// How often an open stream checks its session is still valid.
 const SESSION_CHECK: Duration = Duration::from_secs(5);
+
+/// What the user missed after `last`; a reset when there is no `last`.
+async fn catch_up(bus: &dyn LiveBus, user: &str, last: Option<&str>) -> Replay {
+    match last {
+        Some(last) => bus.replay(user, last).await.unwrap_or(Replay::Reset),
+        None => Replay::Reset,
+    }
+}
 
 fn sse(event: &LiveEvent) -> Event {
     Event::default()
@@ -54,21 +62,29 @@ pub async fn events(
     );
     let stream = async_stream::stream! {
         let mut last = cursor;
-        match replay {
-            Replay::Reset => {
-                yield Ok(Event::default().event("reset").data("{}"));
-                last = None;
-            }
-            Replay::Events(missed) => {
-                for event in missed {
-                    last = Some(event.id.clone());
-                    yield Ok(sse(&event));
-                }
-            }
-        }
+        let mut pending = Some(replay);
         let mut check = tokio::time::interval(SESSION_CHECK);
         check.tick().await;
         loop {
+            // Send what a replay found (at the start, or after falling behind).
+            match pending.take() {
+                Some(Replay::Events(missed)) => {
+                    for event in missed {
+                        last = Some(event.id.clone());
+                        yield Ok(sse(&event));
+                    }
+                }
+                Some(Replay::Reset) => {
+                    // The reset carries the newest id, so a reconnect resumes from there.
+                    last = bus.latest_id(&user).await.unwrap_or(None);
+                    let reset = Event::default().event("reset").data("{}");
+                    yield Ok(match &last {
+                        Some(id) => reset.id(id.clone()),
+                        None => reset,
+                    });
+                }
+                None => {}
+            }
             tokio::select! {
                 () = stop.cancelled() => break,
                 _ = check.tick() => {
@@ -79,26 +95,20 @@ pub async fn events(
                 received = live.recv() => match received {
                     Ok(event) if event.user_id == user => {
                         if last.as_deref().is_some_and(|l| !bus.is_after(&event.id, l)) {
-                            continue; // Already sent by the replay.
+                            continue; // Already sent by a replay.
                         }
                         last = Some(event.id.clone());
                         yield Ok(sse(&event));
                     }
-                    Ok(_) => {}
-                    Err(RecvError::Lagged(_)) => {
-                        // This connection fell behind: catch up from the stream itself.
-                        let replay = match &last {
-                            Some(l) => bus.replay(&user, l).await.unwrap_or(Replay::Reset),
-                            None => Replay::Reset,
-                        };
-                        match replay {
-                            Replay::Events(missed) => for event in missed {
-                                last = Some(event.id.clone());
-                                yield Ok(sse(&event));
-                            },
-                            Replay::Reset => yield Ok(Event::default().event("reset").data("{}")),
-                        }
+                    // This connection fell behind, or the bus may have missed events:
+                    // catch up from the stream itself.
+                    Ok(event) if event.user_id.is_empty() => {
+                        pending = Some(catch_up(&*bus, &user, last.as_deref()).await);
                     }
+                    Err(RecvError::Lagged(_)) => {
+                        pending = Some(catch_up(&*bus, &user, last.as_deref()).await);
+                    }
+                    Ok(_) => {}
                     Err(RecvError::Closed) => break,
                 },
             }

@@ -93,3 +93,32 @@ impl FromRequestParts<ApiState> for Session {
         Ok(Self(state.auth.authenticate(token).await?))
     }
 }
+
+/// Path parameters; a malformed one is `400 M_INVALID_PARAM` naming it.
+pub struct ApiPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let axum::extract::Path(value) = axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::InvalidParam(e.body_text()))?;
+        Ok(Self(value))
+    }
+}
+
+/// Query parameters; a malformed one is `400 M_INVALID_PARAM` naming it.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let axum::extract::Query(value) =
+            axum::extract::Query::<T>::from_request_parts(parts, state)
+                .await
+                .map_err(|e| ApiError::InvalidParam(e.body_text()))?;
+        Ok(Self(value))
+    }
+}

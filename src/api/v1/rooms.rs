@@ -1,12 +1,12 @@
 //! `/api/v1/users`, `/api/v1/me/display_name` and `/api/v1/rooms/…`.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::extract::{ApiJson, Session};
+use super::extract::{ApiJson, ApiPath, ApiQuery, Session};
 use super::{ApiError, ApiState};
 use crate::chat::service::{Invite, MessagePage, RoomSummary, parse_room_id, parse_user_id};
 
@@ -166,7 +166,7 @@ pub async fn create_room(
 pub async fn join(
     State(state): State<ApiState>,
     Session(who): Session,
-    Path(room_id): Path<String>,
+    ApiPath(room_id): ApiPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     state
         .chat
@@ -181,7 +181,7 @@ pub async fn join(
 pub async fn leave(
     State(state): State<ApiState>,
     Session(who): Session,
-    Path(room_id): Path<String>,
+    ApiPath(room_id): ApiPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     state
         .chat
@@ -196,7 +196,7 @@ pub async fn leave(
 pub async fn invite(
     State(state): State<ApiState>,
     Session(who): Session,
-    Path(room_id): Path<String>,
+    ApiPath(room_id): ApiPath<String>,
     ApiJson(body): ApiJson<InviteUser>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let room = parse_room_id(&room_id)?;
@@ -213,8 +213,8 @@ pub async fn invite(
 pub async fn messages(
     State(state): State<ApiState>,
     Session(who): Session,
-    Path(room_id): Path<String>,
-    Query(history): Query<History>,
+    ApiPath(room_id): ApiPath<String>,
+    ApiQuery(history): ApiQuery<History>,
 ) -> Result<Json<MessagePage>, ApiError> {
     let room = parse_room_id(&room_id)?;
     let page = state
@@ -235,7 +235,7 @@ pub async fn messages(
 pub async fn send(
     State(state): State<ApiState>,
     Session(who): Session,
-    Path((room_id, txn_id)): Path<(String, String)>,
+    ApiPath((room_id, txn_id)): ApiPath<(String, String)>,
     ApiJson(body): ApiJson<SendMessage>,
 ) -> Result<Json<Sent>, ApiError> {
     let room = parse_room_id(&room_id)?;
