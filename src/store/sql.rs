@@ -200,6 +200,10 @@ pub(super) fn select_keys(filter: &str) -> String {
     format!("SELECT {KEY_COLUMNS} FROM login_keys {filter}")
 }
 
+/// Upserts are "insert if missing" then "update", as two statements outside a
+/// transaction: inside one, MariaDB's shared lock from the insert and the exclusive
+/// lock of the update deadlock two writers of the same row.
+///
 /// Implements [`Store`](super::Store) for `$store` (holding `pool: sqlx::Pool<$db>`).
 macro_rules! impl_sql_store {
     ($store:ty, $db:ty, backend: $backend:literal, insert_ignore: $insert_ignore:literal) => {
@@ -275,7 +279,6 @@ macro_rules! impl_sql_store {
             }
 
             async fn save_puppet(&self, puppet: &Puppet) -> Result<(), StoreError> {
-                let mut tx = self.pool.begin().await?;
                 sqlx::query(concat!(
                     $insert_ignore,
                     " INTO puppets (user_id, display_name, registered_at) VALUES (?, ?, ?)"
@@ -283,14 +286,13 @@ macro_rules! impl_sql_store {
                 .bind(puppet.user_id.as_str())
                 .bind(&puppet.display_name)
                 .bind(now_ms())
-                .execute(&mut *tx)
+                .execute(&self.pool)
                 .await?;
                 sqlx::query("UPDATE puppets SET display_name = ? WHERE user_id = ?")
                     .bind(&puppet.display_name)
                     .bind(puppet.user_id.as_str())
-                    .execute(&mut *tx)
+                    .execute(&self.pool)
                     .await?;
-                tx.commit().await?;
                 Ok(())
             }
 
@@ -534,11 +536,10 @@ macro_rules! impl_sql_store {
                 encrypted: Option<bool>,
             ) -> Result<(), StoreError> {
                 let now = now_ms();
-                let mut tx = self.pool.begin().await?;
                 sqlx::query(concat!($insert_ignore, " INTO rooms (room_id, updated_at) VALUES (?, ?)"))
                     .bind(room_id)
                     .bind(now)
-                    .execute(&mut *tx)
+                    .execute(&self.pool)
                     .await?;
                 sqlx::query(
                     "UPDATE rooms SET name = COALESCE(?, name), is_direct = COALESCE(?, is_direct),
@@ -549,9 +550,8 @@ macro_rules! impl_sql_store {
                 .bind(encrypted.map(i64::from))
                 .bind(now)
                 .bind(room_id)
-                .execute(&mut *tx)
+                .execute(&self.pool)
                 .await?;
-                tx.commit().await?;
                 Ok(())
             }
 
@@ -566,7 +566,6 @@ macro_rules! impl_sql_store {
 
             async fn set_membership(&self, m: &super::MembershipRecord) -> Result<(), StoreError> {
                 let now = now_ms();
-                let mut tx = self.pool.begin().await?;
                 sqlx::query(concat!(
                     $insert_ignore,
                     " INTO memberships (room_id, user_id, membership, display_name, sender, updated_at) VALUES (?, ?, ?, ?, ?, ?)"
@@ -577,7 +576,7 @@ macro_rules! impl_sql_store {
                 .bind(&m.display_name)
                 .bind(&m.sender)
                 .bind(now)
-                .execute(&mut *tx)
+                .execute(&self.pool)
                 .await?;
                 sqlx::query(
                     "UPDATE memberships SET membership = ?, display_name = ?, sender = ?, updated_at = ?
@@ -589,9 +588,8 @@ macro_rules! impl_sql_store {
                 .bind(now)
                 .bind(&m.room_id)
                 .bind(&m.user_id)
-                .execute(&mut *tx)
+                .execute(&self.pool)
                 .await?;
-                tx.commit().await?;
                 Ok(())
             }
 

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::extract::{ApiJson, ClientIp, SESSION_COOKIE, Session};
+use super::extract::{ApiJson, ClientIp, Session, session_cookie};
 use super::{ApiError, ApiState};
 use crate::auth::Challenge;
 use crate::auth::challenge::rfc3339;
@@ -91,7 +91,8 @@ pub async fn login(
         ""
     };
     let cookie = format!(
-        "{SESSION_COOKIE}={}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}",
+        "{}={}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}",
+        session_cookie(state.auth.origin()),
         session.access_token,
         state.auth.session_max().as_secs()
     );
@@ -117,7 +118,13 @@ pub async fn logout(
 ) -> Result<Response, ApiError> {
     state.auth.logout(&who).await?;
     let mut response = Json(serde_json::json!({})).into_response();
-    let clear = format!("{SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
+    let name = session_cookie(state.auth.origin());
+    let secure = if state.auth.origin().starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    let clear = format!("{name}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0{secure}");
     let clear = HeaderValue::try_from(clear).map_err(|e| ApiError::Internal(e.into()))?;
     response.headers_mut().insert(header::SET_COOKIE, clear);
     Ok(response)

@@ -10,8 +10,16 @@ use serde::de::DeserializeOwned;
 use super::{ApiError, ApiState};
 use crate::auth::Authenticated;
 
-/// The session cookie's name.
-pub const SESSION_COOKIE: &str = "chatsender_session";
+/// The session cookie's name: with an https origin the `__Host-` prefix, which a
+/// browser accepts only from this host itself (Secure, Path=/, no Domain), so a
+/// sibling subdomain cannot plant one.
+pub fn session_cookie(origin: &str) -> &'static str {
+    if origin.starts_with("https://") {
+        "__Host-chatsender_session"
+    } else {
+        "chatsender_session"
+    }
+}
 
 /// A JSON body; malformed or oversized bodies become Matrix errors naming the problem.
 pub struct ApiJson<T>(pub T);
@@ -36,7 +44,9 @@ impl FromRequestParts<ApiState> for ClientIp {
         if state.trust_forwarded_for
             && let Some(ip) = parts
                 .headers
-                .get("x-forwarded-for")
+                .get_all("x-forwarded-for")
+                .iter()
+                .next_back()
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.rsplit(',').next())
                 .and_then(|v| v.trim().parse().ok())
@@ -60,14 +70,14 @@ fn bearer(parts: &Parts) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-fn cookie(parts: &Parts) -> Option<&str> {
+fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
     parts
         .headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .find_map(|pair| pair.trim().strip_prefix(SESSION_COOKIE)?.strip_prefix('='))
+        .find_map(|pair| pair.trim().strip_prefix(name)?.strip_prefix('='))
 }
 
 impl FromRequestParts<ApiState> for Session {
@@ -76,7 +86,7 @@ impl FromRequestParts<ApiState> for Session {
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
         let token = if let Some(token) = bearer(parts) {
             token
-        } else if let Some(token) = cookie(parts) {
+        } else if let Some(token) = cookie(parts, session_cookie(state.auth.origin())) {
             // A cookie rides along on cross-site requests; a bearer token cannot.
             let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
             let origin = parts
@@ -120,5 +130,22 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
                 .await
                 .map_err(|e| ApiError::InvalidParam(e.body_text()))?;
         Ok(Self(value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn https_origins_get_a_host_only_cookie() {
+        assert_eq!(
+            session_cookie("https://chat.example.org"),
+            "__Host-chatsender_session"
+        );
+        assert_eq!(
+            session_cookie("http://127.0.0.1:8000"),
+            "chatsender_session"
+        );
     }
 }
