@@ -211,7 +211,8 @@ impl Auth {
             .put_if_absent(
                 &format!("challenge:{challenge_id}"),
                 &serde_json::to_vec(&pending).map_err(anyhow::Error::from)?,
-                Duration::from_secs(self.settings.challenge_ttl_secs + 1),
+                // Kept a minute past its end, so a late answer is audited as expired.
+                Duration::from_secs(self.settings.challenge_ttl_secs + 60),
             )
             .await?;
         if !stored {
