@@ -16,6 +16,9 @@ pub enum AppserviceError {
     /// 400 `M_NOT_JSON`: the body is not a transaction.
     #[error("{0}")]
     NotJson(String),
+    /// 400 `M_INVALID_PARAM`: a path parameter out of bounds.
+    #[error("{0}")]
+    InvalidParam(String),
     /// 404 `M_NOT_FOUND`: no such user or alias here.
     #[error("{0}")]
     NotFound(String),
@@ -33,6 +36,7 @@ impl AppserviceError {
             Self::MissingToken => (StatusCode::UNAUTHORIZED, "M_MISSING_TOKEN"),
             Self::Forbidden => (StatusCode::FORBIDDEN, "M_FORBIDDEN"),
             Self::NotJson(_) => (StatusCode::BAD_REQUEST, "M_NOT_JSON"),
+            Self::InvalidParam(_) => (StatusCode::BAD_REQUEST, "M_INVALID_PARAM"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "M_NOT_FOUND"),
             Self::Unrecognized { .. } => (StatusCode::NOT_FOUND, "M_UNRECOGNIZED"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN"),

@@ -40,6 +40,13 @@ pub async fn push_events(
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, AppserviceError> {
     metrics::counter!("chatsender_transactions_received_total").increment(1);
+    // Stored in a 255-character column: a longer id would be cut, and collide.
+    if txn_id.len() > 255 {
+        return Err(AppserviceError::InvalidParam(format!(
+            "transaction id of {} bytes; at most 255",
+            txn_id.len()
+        )));
+    }
     let request = http::Request::put(format!("/_matrix/app/v1/transactions/{txn_id}"))
         .body(body.as_ref())
         .map_err(|e| AppserviceError::NotJson(e.to_string()))?;
@@ -86,6 +93,15 @@ pub async fn push_events(
 /// The event's envelope, or `None` (logged) when it is not a room event at all.
 fn parse(txn_id: &str, index: usize, raw: &Raw<AnyTimelineEvent>) -> Option<RoomEvent> {
     match raw.deserialize_as_unchecked::<Envelope>() {
+        Ok(e) if e.event_type.to_string().len() > 255 => {
+            metrics::counter!("chatsender_events_skipped_total").increment(1);
+            tracing::warn!(
+                txn_id,
+                index,
+                "skipping an event whose type is over 255 bytes"
+            );
+            None
+        }
         Ok(e) => Some(RoomEvent {
             event_id: e.event_id,
             room_id: e.room_id,

@@ -461,6 +461,13 @@ async fn malformed_events_are_skipped_and_the_rest_processed(backends: Backends)
         .await
         .expect("put");
     assert_eq!(not_json.status(), 400);
+    let long_id = "7".repeat(256);
+    let too_long = daemon.push(&long_id, &json!({"events": []})).await;
+    assert_eq!(too_long.status(), 400);
+    assert_eq!(
+        too_long.json::<Value>().await.expect("json")["errcode"],
+        "M_INVALID_PARAM"
+    );
     assert_eq!(
         not_json.json::<Value>().await.expect("json")["errcode"],
         "M_NOT_JSON"
