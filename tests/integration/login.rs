@@ -377,8 +377,14 @@ fn s_plus_ell(sig: &[u8; 64]) -> [u8; 64] {
     out
 }
 
-/// Makes a signature (or something posing as one) over a challenge message.
-type Signer = Box<dyn Fn(&str) -> String + Send>;
+/// What a login answers to a challenge message with.
+type Answer<'a> = Box<dyn Fn(&str) -> String + Send + Sync + 'a>;
+
+/// `sig` with byte `at` XORed with `mask`.
+fn flip(mut sig: [u8; 64], at: usize, mask: u8) -> [u8; 64] {
+    sig[at] ^= mask;
+    sig
+}
 
 /// 3. Every forged or malformed login gets the very same 401.
 async fn forged_and_malformed_logins_all_get_the_same_401(backends: Backends) {
@@ -387,91 +393,50 @@ async fn forged_and_malformed_logins_all_get_the_same_401(backends: Backends) {
     let (_, b) = s.generate(&[]);
     let refused = json!({"errcode": "M_FORBIDDEN", "error": "login failed"});
 
-    // A fresh challenge for A and a signature over its message made by `sign`.
-    let attempt = |sign: Signer| {
-        let s = &s;
-        let a = a.clone();
-        async move {
-            let (_, c) = s.challenge(&public_b64(&a)).await;
-            let signature = sign(c["message"].as_str().expect("message"));
-            s.login_raw(c["challenge_id"].as_str().expect("id"), &signature)
-                .await
-        }
-    };
-    let sig_bytes = |key: SigningKey, m: &str| key.sign(m.as_bytes()).to_bytes();
-    let cases: Vec<(&str, Signer)> = vec![
+    // Each case: a fresh challenge for A, answered with what `answer` makes of the
+    // message (a forgery, or a mangled signature of A's).
+    let sign_a = |m: &str| a.sign(m.as_bytes()).to_bytes();
+    let cases: Vec<(&str, Answer)> = vec![
         (
             "signed by key B",
-            Box::new({
-                let b = b.clone();
-                move |m| encode_base64(&sig_bytes(b.clone(), m))
-            }),
+            Box::new(|m| encode_base64(&b.sign(m.as_bytes()).to_bytes())),
         ),
         (
             "over a changed message",
-            Box::new({
-                let a = a.clone();
-                move |m| encode_base64(&sig_bytes(a.clone(), &m.replace("origin: ", "origin: x")))
-            }),
+            Box::new(move |m| encode_base64(&sign_a(&m.replace("origin: ", "origin: x")))),
         ),
         (
             "S + ℓ",
-            Box::new({
-                let a = a.clone();
-                move |m| encode_base64(&s_plus_ell(&sig_bytes(a.clone(), m)))
-            }),
+            Box::new(move |m| encode_base64(&s_plus_ell(&sign_a(m)))),
         ),
         (
             "a flipped bit in R",
-            Box::new({
-                let a = a.clone();
-                move |m| {
-                    let mut x = sig_bytes(a.clone(), m);
-                    x[3] ^= 0x10;
-                    encode_base64(&x)
-                }
-            }),
+            Box::new(move |m| encode_base64(&flip(sign_a(m), 3, 0x10))),
         ),
         (
             "a flipped bit in S",
-            Box::new({
-                let a = a.clone();
-                move |m| {
-                    let mut x = sig_bytes(a.clone(), m);
-                    x[40] ^= 0x01;
-                    encode_base64(&x)
-                }
-            }),
+            Box::new(move |m| encode_base64(&flip(sign_a(m), 40, 0x01))),
         ),
         (
             "63 bytes",
-            Box::new({
-                let a = a.clone();
-                move |m| encode_base64(&sig_bytes(a.clone(), m)[..63])
-            }),
+            Box::new(move |m| encode_base64(&sign_a(m)[..63])),
         ),
         (
             "65 bytes",
-            Box::new({
-                let a = a.clone();
-                move |m| {
-                    let mut x = sig_bytes(a.clone(), m).to_vec();
-                    x.push(0);
-                    encode_base64(&x)
-                }
-            }),
+            Box::new(move |m| encode_base64(&[&sign_a(m)[..], &[0]].concat())),
         ),
         (
             "non-canonical base64",
-            Box::new({
-                let a = a.clone();
-                move |m| non_canonical(&encode_base64(&sig_bytes(a.clone(), m)))
-            }),
+            Box::new(move |m| non_canonical(&encode_base64(&sign_a(m)))),
         ),
         ("not base64", Box::new(|_| "!!!".to_owned())),
     ];
-    for (what, sign) in cases {
-        let (status, body) = attempt(sign).await;
+    for (what, answer) in cases {
+        let (_, c) = s.challenge(&public_b64(&a)).await;
+        let signature = answer(c["message"].as_str().expect("message"));
+        let (status, body) = s
+            .login_raw(c["challenge_id"].as_str().expect("id"), &signature)
+            .await;
         assert_eq!(
             (status, &body),
             (StatusCode::UNAUTHORIZED, &refused),
