@@ -113,12 +113,9 @@ impl Setup {
     pub async fn login(&self, key: &SigningKey) -> String {
         let (status, challenge) = self.challenge(&public_b64(key)).await;
         assert_eq!(status, 200, "{challenge}");
-        let signature = key.sign(challenge["message"].as_str().expect("message").as_bytes());
+        let signature = sign_challenge(key, &challenge);
         let (status, session) = self
-            .login_raw(
-                challenge["challenge_id"].as_str().expect("id"),
-                &encode_base64(&signature.to_bytes()),
-            )
+            .login_raw(challenge["challenge_id"].as_str().expect("id"), &signature)
             .await;
         assert_eq!(status, 200, "{session}");
         session["access_token"].as_str().expect("token").to_owned()
@@ -134,6 +131,12 @@ impl Setup {
         let status = r.status();
         (status, r.json().await.unwrap_or(Value::Null))
     }
+}
+
+/// The base64 signature of a challenge's message.
+pub fn sign_challenge(key: &SigningKey, challenge: &Value) -> String {
+    let message = challenge["message"].as_str().expect("a challenge message");
+    encode_base64(&key.sign(message.as_bytes()).to_bytes())
 }
 
 pub fn public_b64(key: &SigningKey) -> String {
@@ -312,10 +315,7 @@ async fn a_challenge_answers_once_even_under_concurrency(backends: Backends) {
     for concurrent in [1usize, 50] {
         let (_, challenge) = s.challenge(&public_b64(&key)).await;
         let id = challenge["challenge_id"].as_str().expect("id").to_owned();
-        let sig = encode_base64(
-            &key.sign(challenge["message"].as_str().expect("m").as_bytes())
-                .to_bytes(),
-        );
+        let sig = sign_challenge(&key, &challenge);
         let attempts: Vec<_> = (0..concurrent.max(2))
             .map(|_| {
                 let (url, id, sig) = (s.url("/api/v1/auth/login"), id.clone(), sig.clone());
@@ -466,10 +466,7 @@ async fn forged_and_malformed_logins_all_get_the_same_401(backends: Backends) {
         },
     )
     .await;
-    let sig = encode_base64(
-        &a.sign(c["message"].as_str().expect("m").as_bytes())
-            .to_bytes(),
-    );
+    let sig = sign_challenge(&a, &c);
     let (status, body) = s
         .login_raw(c["challenge_id"].as_str().expect("id"), &sig)
         .await;
@@ -591,11 +588,7 @@ async fn revocation_ends_sessions_at_once(backends: Backends) {
     revoke(&s, k1["fingerprint"].as_str().expect("fp")).await;
     let (status, c) = s.challenge(&public_b64(&key1)).await;
     assert_eq!(status, 200, "a revoked key gets a challenge like any other");
-    let sig = encode_base64(
-        &key1
-            .sign(c["message"].as_str().expect("m").as_bytes())
-            .to_bytes(),
-    );
+    let sig = sign_challenge(&key1, &c);
     assert_eq!(
         s.login_raw(c["challenge_id"].as_str().expect("id"), &sig)
             .await,
@@ -606,11 +599,7 @@ async fn revocation_ends_sessions_at_once(backends: Backends) {
     let (k2, key2) = s.generate(&[]);
     let (_, c) = s.challenge(&public_b64(&key2)).await;
     revoke(&s, k2["fingerprint"].as_str().expect("fp")).await;
-    let sig = encode_base64(
-        &key2
-            .sign(c["message"].as_str().expect("m").as_bytes())
-            .to_bytes(),
-    );
+    let sig = sign_challenge(&key2, &c);
     assert_eq!(
         s.login_raw(c["challenge_id"].as_str().expect("id"), &sig)
             .await,
@@ -654,10 +643,7 @@ async fn revocation_ends_sessions_at_once(backends: Backends) {
     for _ in 0..4 {
         let (k, key) = s.generate(&[]);
         let (_, c) = s.challenge(&public_b64(&key)).await;
-        let sig = encode_base64(
-            &key.sign(c["message"].as_str().expect("m").as_bytes())
-                .to_bytes(),
-        );
+        let sig = sign_challenge(&key, &c);
         let login = s.login_raw(c["challenge_id"].as_str().expect("id"), &sig);
         let fp = k["fingerprint"].as_str().expect("fp").to_owned();
         let revoking = tokio::task::spawn_blocking({
@@ -767,10 +753,7 @@ async fn sessions_end_by_logout_idle_and_absolute_lifetime(backends: Backends) {
 
     // The cookie, and what it may do.
     let (_, c) = s.challenge(&public_b64(&key)).await;
-    let sig = encode_base64(
-        &key.sign(c["message"].as_str().expect("m").as_bytes())
-            .to_bytes(),
-    );
+    let sig = sign_challenge(&key, &c);
     let r = http()
         .post(s.url("/api/v1/auth/login"))
         .json(&json!({"challenge_id": c["challenge_id"], "signature": sig}))
