@@ -99,6 +99,21 @@ pub fn token_hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
+/// Whom an address's rate limits count against: the address itself for IPv4, its
+/// /64 network for IPv6 (one host usually holds a whole /64).
+fn rate_subject(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
+}
+
 fn random_b64url<const N: usize>() -> String {
     let mut bytes = [0u8; N];
     rand::rng().fill_bytes(&mut bytes);
@@ -181,7 +196,7 @@ impl Auth {
     /// same shape (it can never be used); a malformed key is refused.
     pub async fn challenge(&self, public_key: &str, ip: IpAddr) -> Result<Challenge, AuthError> {
         let limits = &self.settings.rate_limits;
-        self.limit("challenge-ip", &ip.to_string(), limits.challenge_per_ip)
+        self.limit("challenge-ip", &rate_subject(ip), limits.challenge_per_ip)
             .await?;
         let key = PublicKey::from_base64(public_key).map_err(|e| {
             tracing::info!(%ip, error = %e, "challenge for a malformed public key");
@@ -237,7 +252,7 @@ impl Auth {
     ) -> Result<NewSession, AuthError> {
         self.limit(
             "login-ip",
-            &ip.to_string(),
+            &rate_subject(ip),
             self.settings.rate_limits.login_per_ip,
         )
         .await?;
@@ -373,5 +388,22 @@ impl Auth {
     pub async fn logout(&self, who: &Authenticated) -> Result<(), AuthError> {
         self.sessions.delete(&who.token_hash).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_addresses_are_limited_per_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().expect("ip");
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().expect("ip");
+        let c: IpAddr = "2001:db8:1:3::1".parse().expect("ip");
+        assert_eq!(rate_subject(a), rate_subject(b));
+        assert_ne!(rate_subject(a), rate_subject(c));
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().expect("ip");
+        assert_eq!(rate_subject(mapped), "192.0.2.7");
+        assert_eq!(rate_subject("192.0.2.7".parse().expect("ip")), "192.0.2.7");
     }
 }
