@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use std::io::IsTerminal;
 use std::path::Path;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -147,9 +148,16 @@ impl Keygen {
                     )
                     .unwrap_or_else(|_| ProgressStyle::default_bar()),
                 );
-                let reports = admin
-                    .generate(n, name.as_deref(), &out, |done| bar.set_position(done))
-                    .await;
+                // Without a terminal (logs, CI) the bar is hidden: say how far it got
+                // every tenth instead.
+                let lines = n >= 100 && !std::io::stderr().is_terminal();
+                let progress = |done: u64| {
+                    bar.set_position(done);
+                    if lines && (done * 10 / n != (done - 1) * 10 / n) {
+                        eprintln!("generated {done}/{n} keys");
+                    }
+                };
+                let reports = admin.generate(n, name.as_deref(), &out, progress).await;
                 bar.finish_and_clear();
                 let reports = reports?;
                 if json {

@@ -308,6 +308,37 @@ impl Setup {
     }
 }
 
+/// `keygen generate` of many keys reports its progress (as lines, without a terminal).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keygen_reports_progress_on_long_runs() {
+    use crate::harness::{CacheKind, StoreKind};
+    let s = setup(
+        Backends {
+            store: StoreKind::Sqlite,
+            cache: CacheKind::Embedded,
+        },
+        |_| {},
+    )
+    .await;
+    let out = s.dir.path().join("many");
+    let output = s.keygen(&["generate", "1000", "--out", out.to_str().expect("path")]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let said = stderr(&output);
+    let steps: Vec<&str> = said
+        .lines()
+        .filter(|l| l.starts_with("generated ") && l.ends_with(" keys"))
+        .collect();
+    assert_eq!(steps.len(), 10, "a line every tenth: {said}");
+    assert_eq!(steps.last(), Some(&"generated 1000/1000 keys"));
+    assert_eq!(
+        stdout(&output).lines().count(),
+        1000,
+        "one line per key on stdout"
+    );
+    assert_eq!(std::fs::read_dir(&out).expect("out dir").count(), 1000);
+    s.finish().await;
+}
+
 /// 2. One challenge, one session: replayed in sequence and 50 times concurrently.
 async fn a_challenge_answers_once_even_under_concurrency(backends: Backends) {
     let s = setup(backends, |_| {}).await;
