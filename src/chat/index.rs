@@ -40,7 +40,13 @@ pub struct Ingest {
     /// One feeder at a time in this daemon; the lease in the cache makes it one at a
     /// time across daemons, so events are applied in order.
     running: Mutex<()>,
+    /// When each failing event first failed (std mutex: never held across an await).
+    failures: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
 }
+
+/// How long feeding one event may keep failing before it is skipped: as long as
+/// live streams keep events for replay, after which delivering it is moot.
+const GIVE_UP_AFTER: Duration = Duration::from_millis(crate::live::RETAINED_MS as u64);
 
 /// The cache key of the feeder's lease, and how long a lease lasts unrenewed.
 const LEASE_KEY: &str = "ingest-lease";
@@ -62,6 +68,7 @@ impl Ingest {
             bus,
             namespace,
             running: Mutex::new(()),
+            failures: Default::default(),
         }
     }
 
@@ -94,14 +101,62 @@ impl Ingest {
             if events.is_empty() {
                 return Ok(done);
             }
+            let mut applied: Vec<&str> = Vec::with_capacity(events.len());
+            let mut failure = None;
             for event in &events {
-                self.apply(event).await?;
+                match self.apply(event).await {
+                    Ok(()) => {
+                        self.forget_failure(event.event_id.as_str());
+                        applied.push(event.event_id.as_str());
+                    }
+                    Err(error) if self.give_up(event.event_id.as_str()) => {
+                        tracing::error!(
+                            event_id = %event.event_id,
+                            error = format!("{error:#}"),
+                            "an event kept failing for {GIVE_UP_AFTER:?}; it stays in the history but is not fed to the live streams"
+                        );
+                        applied.push(event.event_id.as_str());
+                    }
+                    Err(error) => {
+                        failure = Some(error);
+                        break;
+                    }
+                }
             }
-            let ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
-            self.store.mark_ingested(&ids).await?;
+            // Keep the progress made, even when an event stops the batch.
+            self.store.mark_ingested(&applied).await?;
             self.cache.expire(LEASE_KEY, LEASE_TTL).await?;
-            done += events.len();
+            done += applied.len();
+            if let Some(error) = failure {
+                return Err(error);
+            }
         }
+    }
+
+    fn forget_failure(&self, event_id: &str) {
+        let mut failures = self
+            .failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        failures.remove(event_id);
+    }
+
+    /// Notes a failure of `event_id`; true once it has kept failing for
+    /// [`GIVE_UP_AFTER`], so one bad event cannot stop the feed for good while a
+    /// passing outage (database, Redis) loses nothing.
+    fn give_up(&self, event_id: &str) -> bool {
+        let mut failures = self
+            .failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let first = *failures
+            .entry(event_id.to_owned())
+            .or_insert_with(Instant::now);
+        if first.elapsed() >= GIVE_UP_AFTER {
+            failures.remove(event_id);
+            return true;
+        }
+        false
     }
 
     async fn apply(&self, event: &RoomEvent) -> anyhow::Result<()> {
