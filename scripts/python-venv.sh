@@ -5,10 +5,12 @@
 set -euo pipefail
 name=$1 spec=$2 module=$3
 venv=${XDG_CACHE_HOME:-$HOME/.cache}/chatsender/$name
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import $module" 2>/dev/null; then
+# The marker is written only after pip succeeded: an interrupted install is redone.
+if [ ! -f "$venv/.installed" ] || ! "$venv/bin/python" -c "import $module" 2>/dev/null; then
   echo "Installing $spec into $venv" >&2
   rm -rf "$venv"
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check "$spec" >&2
+  touch "$venv/.installed"
 fi
 echo "$venv/bin/python"

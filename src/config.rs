@@ -179,8 +179,9 @@ impl Settings {
             .add_source(
                 config::Environment::with_prefix("CHATSENDER")
                     .prefix_separator("__")
-                    .separator("__")
-                    .try_parsing(true),
+                    // Values stay strings (a token of digits stays as written);
+                    // numbers and booleans are parsed where a key expects them.
+                    .separator("__"),
             )
             .build()
             .context("not valid YAML")?;
@@ -203,6 +204,9 @@ impl Settings {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            anyhow::bail!("log.level: `{}` is not a log filter: {e}", self.log.level);
+        }
         let auth = &self.auth;
         for (key, value) in [
             ("challenge_ttl_secs", auth.challenge_ttl_secs),
@@ -496,6 +500,17 @@ mod tests {
             s.require_tokens().is_err(),
             "empty tokens must not be served"
         );
+    }
+
+    #[test]
+    fn a_bad_log_level_is_named() {
+        let err =
+            parse(&format!("{MINIMAL}log: {{level: 'chatsender=loud'}}\n")).expect_err("bad level");
+        assert!(format!("{err:#}").starts_with("log.level: "), "{err:#}");
+        parse(&format!(
+            "{MINIMAL}log: {{level: 'info,chatsender=debug'}}\n"
+        ))
+        .expect("a good filter");
     }
 
     #[test]

@@ -116,8 +116,17 @@ def wait_until_up(port, process, timeout):
     return False
 
 
+def port_in_use(port):
+    import socket
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
 def start(args):
     os.makedirs(args.dir, exist_ok=True)
+    stop(args)  # a Synapse left over from an earlier run in this directory
+    if port_in_use(args.port):
+        sys.exit(f"port {args.port} is in use: another Synapse (or other server) is running there")
     database = os.path.abspath(args.database) if args.database else ":memory:"
     config = write_config(args.dir, args.port, args.registration, args.server_name,
                           database, args.open_registration)

@@ -56,7 +56,8 @@ impl Registration {
                 // this one pattern claims the bot too.
                 users: vec![Namespace {
                     exclusive: true,
-                    regex: format!("@{}.*:{server}", regex_escape(&a.user_prefix)),
+                    // Synapse anchors only the start: `$` keeps other servers out.
+                    regex: format!("@{}.*:{server}$", regex_escape(&a.user_prefix)),
                 }],
                 aliases: vec![],
                 rooms: vec![],

@@ -81,6 +81,39 @@ fn bad_config_fails_naming_the_key() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("redis.url"), "{}", stderr(&out));
 
+    // Numbers come from the environment as text and are parsed where expected.
+    let out = run(
+        dir.path(),
+        &["-c", "ok.yaml", "check-config"],
+        &[("CHATSENDER__DATABASE__MAX_CONNECTIONS", "lots")],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("database.max_connections"),
+        "{}",
+        stderr(&out)
+    );
+    let tokens = [
+        ("CHATSENDER__DATABASE__MAX_CONNECTIONS", "3"),
+        ("CHATSENDER__APPSERVICE__AS_TOKEN", "0123"),
+        ("CHATSENDER__APPSERVICE__HS_TOKEN", "1e5"),
+    ];
+    let out = run(
+        dir.path(),
+        &["-c", "ok.yaml", "registration", "-o", "env-reg.yaml"],
+        &tokens,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let reg: serde_json::Value = yaml_serde::from_str(
+        &std::fs::read_to_string(dir.path().join("env-reg.yaml")).expect("reg"),
+    )
+    .expect("yaml");
+    assert_eq!(
+        (reg["as_token"].as_str(), reg["hs_token"].as_str()),
+        (Some("0123"), Some("1e5")),
+        "tokens kept as written"
+    );
+
     // A missing file says which, and how to make one.
     let out = run(dir.path(), &["check-config"], &[]);
     assert_eq!(out.status.code(), Some(1));
@@ -136,7 +169,7 @@ fn registration_fills_empty_tokens_once_and_check_config_passes() {
     assert_eq!(registration["namespaces"]["users"][0]["exclusive"], true);
     assert_eq!(
         registration["namespaces"]["users"][0]["regex"],
-        "@chatsender_.*:localhost"
+        "@chatsender_.*:localhost$"
     );
     #[cfg(unix)]
     {
