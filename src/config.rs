@@ -381,7 +381,12 @@ fn redis_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SecretString>, D:
         return Ok(None);
     }
     let url = Url::parse(&s).map_err(|e| D::Error::custom(format!("not a URL: {e}")))?;
-    if !matches!(url.scheme(), "redis" | "rediss") {
+    if url.scheme() == "rediss" {
+        return Err(D::Error::custom(
+            "rediss:// (TLS) is not supported; reach Redis with redis:// on a private network",
+        ));
+    }
+    if url.scheme() != "redis" {
         return Err(D::Error::custom(
             "must be empty (embedded mode) or a redis:// URL",
         ));
@@ -562,6 +567,11 @@ mod tests {
         ))
         .expect_err("bad redis");
         assert!(format!("{err:#}").starts_with("redis.url: "), "{err:#}");
+        let err = parse(&format!(
+            "{MINIMAL}redis: {{url: 'rediss://127.0.0.1:6380'}}\n"
+        ))
+        .expect_err("tls");
+        assert!(format!("{err:#}").contains("not supported"), "{err:#}");
     }
 
     #[test]

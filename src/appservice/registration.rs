@@ -100,17 +100,18 @@ pub fn write(config_path: &Path, registration_path: &Path) -> anyhow::Result<Set
             *token = fresh.into();
         }
     }
+    // The config must read back (with the environment's overrides) as what will be
+    // registered, or the daemon and Synapse would disagree on the tokens.
+    let edited = Settings::parse(&text)?;
+    anyhow::ensure!(
+        edited.appservice.as_token.expose_secret() == settings.appservice.as_token.expose_secret()
+            && edited.appservice.hs_token.expose_secret()
+                == settings.appservice.hs_token.expose_secret(),
+        "{}: could not fill in the appservice tokens (is CHATSENDER__APPSERVICE__AS_TOKEN or \
+         …__HS_TOKEN set but empty?); set appservice.as_token and appservice.hs_token by hand",
+        config_path.display()
+    );
     if text != original {
-        // Check the edit reads back as what will be registered before replacing the file.
-        let edited = Settings::parse(&text)?;
-        anyhow::ensure!(
-            edited.appservice.as_token.expose_secret()
-                == settings.appservice.as_token.expose_secret()
-                && edited.appservice.hs_token.expose_secret()
-                    == settings.appservice.hs_token.expose_secret(),
-            "{}: could not fill in the appservice tokens; set appservice.as_token and appservice.hs_token by hand",
-            config_path.display()
-        );
         write_private(config_path, &text)?;
         eprintln!(
             "{}: generated appservice.as_token and appservice.hs_token",

@@ -114,6 +114,27 @@ fn bad_config_fails_naming_the_key() {
         "tokens kept as written"
     );
 
+    // An override that empties a token the file sets cannot be registered.
+    let out = run(
+        dir.path(),
+        &["-c", "ok.yaml", "registration", "-o", "x.yaml"],
+        &[("CHATSENDER__APPSERVICE__AS_TOKEN", "")],
+    );
+    if out.status.success() {
+        let reg: serde_json::Value =
+            yaml_serde::from_str(&std::fs::read_to_string(dir.path().join("x.yaml")).expect("reg"))
+                .expect("yaml");
+        panic!(
+            "registered as_token {} that the config does not hold",
+            reg["as_token"]
+        );
+    }
+    assert!(
+        stderr(&out).contains("could not fill in the appservice tokens"),
+        "{}",
+        stderr(&out)
+    );
+
     // A missing file says which, and how to make one.
     let out = run(dir.path(), &["check-config"], &[]);
     assert_eq!(out.status.code(), Some(1));
