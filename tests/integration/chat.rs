@@ -676,15 +676,7 @@ async fn a_user_of_a_standard_matrix_client_talks_with_chatsender_users(backends
 /// backend, so tested once).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stream_sends_keepalives() {
-    use crate::harness::StoreKind;
-    let s = setup(
-        Backends {
-            store: StoreKind::Sqlite,
-            cache: CacheKind::Embedded,
-        },
-        |_| {},
-    )
-    .await;
+    let s = setup(Backends::SQLITE_EMBEDDED, |_| {}).await;
     let alice = User::new(&s, "alice").await;
     let mut events = alice.events().await;
     let started = std::time::Instant::now();

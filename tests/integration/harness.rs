@@ -113,6 +113,12 @@ fn skipped(var: &str) -> bool {
 }
 
 impl Backends {
+    /// For tests of behaviour that does not depend on the backends.
+    pub const SQLITE_EMBEDDED: Backends = Backends {
+        store: StoreKind::Sqlite,
+        cache: CacheKind::Embedded,
+    };
+
     /// False (said loudly) when a backend this test needs was reported missing by
     /// `scripts/test`; never on CI, where `scripts/test` fails instead.
     pub fn available(self) -> bool {

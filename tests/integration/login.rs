@@ -109,14 +109,17 @@ impl Setup {
         .await
     }
 
+    /// Answers `challenge` with `key`'s signature.
+    pub async fn answer(&self, key: &SigningKey, challenge: &Value) -> (StatusCode, Value) {
+        let id = challenge["challenge_id"].as_str().expect("a challenge id");
+        self.login_raw(id, &sign_challenge(key, challenge)).await
+    }
+
     /// A full login with `key`; returns the access token.
     pub async fn login(&self, key: &SigningKey) -> String {
         let (status, challenge) = self.challenge(&public_b64(key)).await;
         assert_eq!(status, 200, "{challenge}");
-        let signature = sign_challenge(key, &challenge);
-        let (status, session) = self
-            .login_raw(challenge["challenge_id"].as_str().expect("id"), &signature)
-            .await;
+        let (status, session) = self.answer(key, &challenge).await;
         assert_eq!(status, 200, "{session}");
         session["access_token"].as_str().expect("token").to_owned()
     }
@@ -137,6 +140,11 @@ impl Setup {
 pub fn sign_challenge(key: &SigningKey, challenge: &Value) -> String {
     let message = challenge["message"].as_str().expect("a challenge message");
     encode_base64(&key.sign(message.as_bytes()).to_bytes())
+}
+
+/// The one answer to every failed login.
+fn refused() -> Value {
+    json!({"errcode": "M_FORBIDDEN", "error": "login failed"})
 }
 
 pub fn public_b64(key: &SigningKey) -> String {
@@ -311,15 +319,7 @@ impl Setup {
 /// `keygen generate` of many keys reports its progress (as lines, without a terminal).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keygen_reports_progress_on_long_runs() {
-    use crate::harness::{CacheKind, StoreKind};
-    let s = setup(
-        Backends {
-            store: StoreKind::Sqlite,
-            cache: CacheKind::Embedded,
-        },
-        |_| {},
-    )
-    .await;
+    let s = setup(Backends::SQLITE_EMBEDDED, |_| {}).await;
     let out = s.dir.path().join("many");
     let output = s.keygen(&["generate", "1000", "--out", out.to_str().expect("path")]);
     assert!(output.status.success(), "{}", stderr(&output));
@@ -422,7 +422,7 @@ async fn forged_and_malformed_logins_all_get_the_same_401(backends: Backends) {
     let s = setup(backends, |settings| settings.auth.challenge_ttl_secs = 1).await;
     let (_, a) = s.generate(&[]);
     let (_, b) = s.generate(&[]);
-    let refused = json!({"errcode": "M_FORBIDDEN", "error": "login failed"});
+    let refused = refused();
 
     // Each case: a fresh challenge for A, answered with what `answer` makes of the
     // message (a forgery, or a mangled signature of A's).
@@ -497,10 +497,7 @@ async fn forged_and_malformed_logins_all_get_the_same_401(backends: Backends) {
         },
     )
     .await;
-    let sig = sign_challenge(&a, &c);
-    let (status, body) = s
-        .login_raw(c["challenge_id"].as_str().expect("id"), &sig)
-        .await;
+    let (status, body) = s.answer(&a, &c).await;
     assert_eq!(
         (status, &body),
         (StatusCode::UNAUTHORIZED, &refused),
@@ -612,17 +609,15 @@ async fn revoke(s: &Setup, fingerprint: &str) -> String {
 ///    with the daemon down, and racing a login: no session of the key survives.
 async fn revocation_ends_sessions_at_once(backends: Backends) {
     let mut s = setup(backends, |_| {}).await;
-    let refused = json!({"errcode": "M_FORBIDDEN", "error": "login failed"});
+    let refused = refused();
 
     // Before the challenge.
     let (k1, key1) = s.generate(&[]);
     revoke(&s, k1["fingerprint"].as_str().expect("fp")).await;
     let (status, c) = s.challenge(&public_b64(&key1)).await;
     assert_eq!(status, 200, "a revoked key gets a challenge like any other");
-    let sig = sign_challenge(&key1, &c);
     assert_eq!(
-        s.login_raw(c["challenge_id"].as_str().expect("id"), &sig)
-            .await,
+        s.answer(&key1, &c).await,
         (StatusCode::UNAUTHORIZED, refused.clone())
     );
 
@@ -630,10 +625,8 @@ async fn revocation_ends_sessions_at_once(backends: Backends) {
     let (k2, key2) = s.generate(&[]);
     let (_, c) = s.challenge(&public_b64(&key2)).await;
     revoke(&s, k2["fingerprint"].as_str().expect("fp")).await;
-    let sig = sign_challenge(&key2, &c);
     assert_eq!(
-        s.login_raw(c["challenge_id"].as_str().expect("id"), &sig)
-            .await,
+        s.answer(&key2, &c).await,
         (StatusCode::UNAUTHORIZED, refused.clone())
     );
 
@@ -674,8 +667,7 @@ async fn revocation_ends_sessions_at_once(backends: Backends) {
     for _ in 0..4 {
         let (k, key) = s.generate(&[]);
         let (_, c) = s.challenge(&public_b64(&key)).await;
-        let sig = sign_challenge(&key, &c);
-        let login = s.login_raw(c["challenge_id"].as_str().expect("id"), &sig);
+        let login = s.answer(&key, &c);
         let fp = k["fingerprint"].as_str().expect("fp").to_owned();
         let revoking = tokio::task::spawn_blocking({
             let (slot_config, env) = (s.slot.config_path.clone(), s.provisioned.env_overrides());
