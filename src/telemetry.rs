@@ -54,6 +54,10 @@ fn describe() {
         "chatsender_events_skipped_total",
         "Events in transactions that were not valid room events"
     );
+    metrics::describe_counter!(
+        "chatsender_live_wakeups_total",
+        "Open live streams woken by a delivery (each wakes only its recipient's streams)"
+    );
     metrics::describe_histogram!(
         "chatsender_homeserver_request_duration_seconds",
         metrics::Unit::Seconds,

@@ -13,12 +13,12 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::cache::Cache;
 use crate::matrix::Homeserver;
-use crate::store::Store;
+use crate::store::StoreHealth;
 
 /// What the operations endpoints look at.
 #[derive(Clone)]
 pub struct OpsState {
-    pub store: Arc<dyn Store>,
+    pub store: Arc<dyn StoreHealth>,
     pub cache: Arc<dyn Cache>,
     pub homeserver: Arc<dyn Homeserver>,
     /// Set once the homeserver has answered the start-up ping.

@@ -6,7 +6,8 @@ use axum::response::Response;
 use secrecy::ExposeSecret;
 use subtle::ConstantTimeEq;
 
-use super::{AppserviceError, AppserviceState};
+use super::AppserviceState;
+use crate::error::MatrixError;
 
 /// Lets a request through only with this appservice's hs_token, sent as a bearer
 /// token or (legacy Synapse) as the `access_token` query parameter.
@@ -14,14 +15,18 @@ pub async fn require_hs_token(
     State(state): State<AppserviceState>,
     request: Request,
     next: Next,
-) -> Result<Response, AppserviceError> {
+) -> Result<Response, MatrixError> {
     let token = bearer(&request).or_else(|| query_token(&request));
     let Some(token) = token else {
-        return Err(AppserviceError::MissingToken);
+        return Err(MatrixError::missing_token(
+            "no access token: send the hs_token as `Authorization: Bearer …`",
+        ));
     };
     let expected = state.hs_token.expose_secret().as_bytes();
     if !bool::from(token.as_bytes().ct_eq(expected)) {
-        return Err(AppserviceError::Forbidden);
+        return Err(MatrixError::forbidden(
+            "the access token is not this application service's hs_token",
+        ));
     }
     Ok(next.run(request).await)
 }

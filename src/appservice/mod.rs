@@ -1,11 +1,9 @@
 //! The application-service side: the endpoints Synapse calls (`/_matrix/app/v1/…` and
-//! the legacy unprefixed paths) and the registration file that tells Synapse about them.
+//! the legacy unprefixed paths), behind the hs_token check.
 
 mod auth;
-mod error;
 mod ping;
 mod queries;
-pub mod registration;
 mod transactions;
 
 use std::sync::Arc;
@@ -13,13 +11,10 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post, put};
-use ruma::OwnedUserId;
 use secrecy::SecretString;
 
-pub use error::AppserviceError;
-
-use crate::chat::index::Ingest;
-use crate::store::Store;
+use crate::chat::Ingest;
+use crate::identity::Puppets;
 
 /// Transactions carry up to 100 events of up to 64 KiB each.
 const TRANSACTION_BODY_LIMIT: usize = 16 * 1024 * 1024;
@@ -28,10 +23,10 @@ const TRANSACTION_BODY_LIMIT: usize = 16 * 1024 * 1024;
 #[derive(Clone)]
 pub struct AppserviceState {
     pub hs_token: SecretString,
-    pub bot_user_id: OwnedUserId,
-    pub store: Arc<dyn Store>,
-    /// Feeds recorded events to the room index and live streams.
+    /// Records pushed events and feeds them on.
     pub ingest: Arc<Ingest>,
+    /// Answers whether a user in the namespace exists.
+    pub puppets: Puppets,
 }
 
 /// The routes Synapse calls, all behind the hs_token check.

@@ -1,20 +1,6 @@
 //! The login challenge: the exact text a key holder signs.
 
-use time::OffsetDateTime;
-use time::format_description::FormatItem;
-use time::macros::format_description;
-
-/// RFC 3339 in UTC with whole seconds, e.g. `2026-11-25T19:00:00Z`.
-const RFC3339_SECONDS: &[FormatItem<'static>] =
-    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
-
-/// Formats a Unix time (seconds) as RFC 3339 UTC.
-pub fn rfc3339(unix_secs: i64) -> String {
-    OffsetDateTime::from_unix_timestamp(unix_secs)
-        .ok()
-        .and_then(|t| t.format(RFC3339_SECONDS).ok())
-        .unwrap_or_default()
-}
+use crate::time::rfc3339;
 
 /// The message of a challenge: LF line ends, no trailing newline.
 pub fn message(

@@ -1,24 +1,28 @@
-//! Key login: challenges, signature checks, sessions, revocation and rate limits.
-//! Knows nothing of HTTP: the API layer calls [`Auth`] and renders [`AuthError`].
+//! Key login: challenges, signature checks, sessions, revocation, rate limits, and the
+//! administration of keys. Knows nothing of HTTP: the API calls [`Auth`] and renders
+//! [`AuthError`]; `chatsender keygen` calls [`KeyAdmin`].
 
+pub mod admin;
 pub mod challenge;
+mod login;
 pub mod sessions;
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::RngCore;
+use async_trait::async_trait;
 use ruma::OwnedUserId;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::cache::Cache;
-use crate::chat::Puppets;
-use crate::config::{AuthSettings, RateLimit};
-use crate::keys::{self, PublicKey};
-use crate::store::{AuditEntry, KeyRecord, SessionRecord, Store, now_ms};
-use sessions::SessionStore;
+pub use admin::KeyAdmin;
+pub use sessions::Sessions;
+
+use crate::cache::{Cache, CacheError};
+use crate::config::AuthSettings;
+use crate::identity::{PuppetError, Puppets};
+use crate::live::SessionCheck;
+use crate::store::{AuditLog, KeyStore, StoreError};
+use crate::time::{ms, now_ms};
 
 /// Why an auth operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -32,25 +36,19 @@ pub enum AuthError {
     /// Too many attempts; retry after the given time.
     #[error("too many requests; retry in {} s", .0.as_secs().max(1))]
     RateLimited(Duration),
-    /// Something beneath failed (database, cache, homeserver).
-    #[error("internal error")]
-    Internal(#[from] anyhow::Error),
-}
-
-impl From<crate::store::StoreError> for AuthError {
-    fn from(e: crate::store::StoreError) -> Self {
-        Self::Internal(e.into())
-    }
-}
-
-impl From<crate::cache::CacheError> for AuthError {
-    fn from(e: crate::cache::CacheError) -> Self {
-        Self::Internal(e.into())
-    }
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error(transparent)]
+    Puppet(#[from] PuppetError),
+    /// Something stored that cannot be read back (a session or challenge entry).
+    #[error("unreadable {what}: {reason}")]
+    Corrupt { what: &'static str, reason: String },
 }
 
 /// A challenge for a key holder to sign.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Challenge {
     pub challenge_id: String,
     pub message: String,
@@ -76,65 +74,35 @@ pub struct Authenticated {
     pub token_hash: [u8; 32],
 }
 
-/// What the cache holds for an issued challenge.
-#[derive(Serialize, Deserialize)]
-struct PendingChallenge {
-    public_key: String,
-    message: String,
-    expires_at: i64,
-}
-
-/// The login service.
-#[derive(Clone)]
-pub struct Auth {
-    store: Arc<dyn Store>,
-    cache: Arc<dyn Cache>,
-    sessions: Arc<dyn SessionStore>,
-    puppets: Puppets,
-    settings: AuthSettings,
-}
-
 /// SHA-256 of a session token: all that is stored of it.
 pub fn token_hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
-/// Whom an address's rate limits count against: the address itself for IPv4, its
-/// /64 network for IPv6 (one host usually holds a whole /64).
-fn rate_subject(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => {
-                let s = v6.segments();
-                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-            }
-        },
-    }
-}
-
-fn random_b64url<const N: usize>() -> String {
-    let mut bytes = [0u8; N];
-    rand::rng().fill_bytes(&mut bytes);
-    keys::encode_base64url(&bytes)
+/// The login service.
+#[derive(Clone)]
+pub struct Auth {
+    keys: Arc<dyn KeyStore>,
+    audit: Arc<dyn AuditLog>,
+    cache: Arc<dyn Cache>,
+    sessions: Arc<dyn Sessions>,
+    puppets: Puppets,
+    settings: AuthSettings,
 }
 
 impl Auth {
     /// The login service over the daemon's state.
     pub fn new(
-        store: Arc<dyn Store>,
+        keys: Arc<dyn KeyStore>,
+        audit: Arc<dyn AuditLog>,
         cache: Arc<dyn Cache>,
+        sessions: Arc<dyn Sessions>,
         puppets: Puppets,
         settings: AuthSettings,
     ) -> Self {
-        let sessions = sessions::for_mode(
-            store.clone(),
-            cache.clone(),
-            Duration::from_secs(settings.session_max_secs),
-        );
         Self {
-            store,
+            keys,
+            audit,
             cache,
             sessions,
             puppets,
@@ -156,199 +124,6 @@ impl Auth {
         Duration::from_secs(self.settings.session_idle_secs)
     }
 
-    async fn limit(&self, what: &str, subject: &str, limit: RateLimit) -> Result<(), AuthError> {
-        if limit.max == 0 {
-            return Ok(());
-        }
-        let key = format!("rate:{what}:{subject}");
-        let (count, left) = self
-            .cache
-            .hit(&key, Duration::from_secs(limit.window_secs))
-            .await?;
-        if count > u64::from(limit.max) {
-            tracing::info!(what, subject, "rate limited");
-            return Err(AuthError::RateLimited(left));
-        }
-        Ok(())
-    }
-
-    async fn audit(
-        &self,
-        event: &str,
-        key: Option<&KeyRecord>,
-        ip: IpAddr,
-        detail: Option<String>,
-    ) {
-        let entry = AuditEntry {
-            event: event.to_owned(),
-            key_id: key.map(|k| k.key_id.clone()),
-            user_id: key.map(|k| k.user_id.to_string()),
-            ip: Some(ip.to_string()),
-            detail,
-        };
-        // The audit log must not turn a login into an error, but its loss is logged.
-        if let Err(error) = self.store.audit(&entry).await {
-            tracing::error!(%error, event, "could not write the audit log");
-        }
-    }
-
-    /// Issues a challenge for `public_key`. Unknown and revoked keys get one of the
-    /// same shape (it can never be used); a malformed key is refused.
-    pub async fn challenge(&self, public_key: &str, ip: IpAddr) -> Result<Challenge, AuthError> {
-        let limits = &self.settings.rate_limits;
-        self.limit("challenge-ip", &rate_subject(ip), limits.challenge_per_ip)
-            .await?;
-        let key = PublicKey::from_base64(public_key).map_err(|e| {
-            tracing::info!(%ip, error = %e, "challenge for a malformed public key");
-            AuthError::Forbidden
-        })?;
-        self.limit("challenge-key", &key.key_id(), limits.challenge_per_key)
-            .await?;
-
-        let issued_at = now_ms() / 1000;
-        let expires_at =
-            issued_at + i64::try_from(self.settings.challenge_ttl_secs).unwrap_or(i64::MAX);
-        let message = challenge::message(
-            &self.settings.origin,
-            &key.to_base64(),
-            &random_b64url::<32>(),
-            issued_at,
-            expires_at,
-        );
-        let challenge_id = random_b64url::<24>();
-        let pending = PendingChallenge {
-            public_key: key.to_base64(),
-            message: message.clone(),
-            expires_at,
-        };
-        let stored = self
-            .cache
-            .put_if_absent(
-                &format!("challenge:{challenge_id}"),
-                &serde_json::to_vec(&pending).map_err(anyhow::Error::from)?,
-                // Kept a minute past its end, so a late answer is audited as expired.
-                Duration::from_secs(self.settings.challenge_ttl_secs + 60),
-            )
-            .await?;
-        if !stored {
-            return Err(AuthError::Internal(anyhow::anyhow!(
-                "challenge id collision"
-            )));
-        }
-        Ok(Challenge {
-            challenge_id,
-            message,
-            expires_at: challenge::rfc3339(expires_at),
-        })
-    }
-
-    /// Checks the signature over a challenge and opens a session. Every failure is
-    /// the same [`AuthError::Forbidden`]; the reason goes to the audit log.
-    pub async fn login(
-        &self,
-        challenge_id: &str,
-        signature: &str,
-        ip: IpAddr,
-    ) -> Result<NewSession, AuthError> {
-        self.limit(
-            "login-ip",
-            &rate_subject(ip),
-            self.settings.rate_limits.login_per_ip,
-        )
-        .await?;
-        let key = match self.verify(challenge_id, signature).await? {
-            Ok(key) => key,
-            Err((key, reason)) => {
-                tracing::info!(%ip, reason, "login refused");
-                self.audit("login_failure", key.as_ref(), ip, Some(reason.to_owned()))
-                    .await;
-                return Err(AuthError::Forbidden);
-            }
-        };
-
-        let display_name = self
-            .store
-            .user(&key.user_id)
-            .await?
-            .and_then(|u| u.display_name);
-        self.puppets
-            .ensure_user(&key.user_id, display_name.as_deref())
-            .await?;
-
-        let now = now_ms();
-        let access_token = random_b64url::<32>();
-        let max_ms = i64::try_from(self.session_max().as_millis()).unwrap_or(i64::MAX);
-        let session = SessionRecord {
-            token_hash: token_hash(&access_token),
-            key_id: key.key_id.clone(),
-            user_id: key.user_id.clone(),
-            created_at: now,
-            last_seen_at: now,
-            expires_at: now.saturating_add(max_ms),
-        };
-        self.sessions.create(&session, self.idle()).await?;
-        // A revocation that raced this login: whichever ran first, no session survives
-        // (revocation ends the sessions it sees; this check sees the revocation).
-        let still_active = self.store.key_by_fingerprint(&key.fingerprint).await?;
-        if still_active.is_none_or(|k| k.revoked_at.is_some()) {
-            self.sessions.delete(&session.token_hash).await?;
-            self.audit(
-                "login_failure",
-                Some(&key),
-                ip,
-                Some("key revoked during login".into()),
-            )
-            .await;
-            return Err(AuthError::Forbidden);
-        }
-        self.store.record_login(&key.key_id, now).await?;
-        self.audit("login_success", Some(&key), ip, None).await;
-        Ok(NewSession {
-            access_token,
-            user_id: key.user_id,
-            key_id: key.key_id,
-            expires_at: session.expires_at / 1000,
-        })
-    }
-
-    /// The key a signed challenge proves, or why not (with the key when known).
-    async fn verify(
-        &self,
-        challenge_id: &str,
-        signature: &str,
-    ) -> Result<Result<KeyRecord, (Option<KeyRecord>, &'static str)>, AuthError> {
-        // Taken atomically: of concurrent logins with one challenge, one gets it.
-        let Some(pending) = self
-            .cache
-            .take(&format!("challenge:{challenge_id}"))
-            .await?
-        else {
-            return Ok(Err((None, "unknown or already used challenge")));
-        };
-        let pending: PendingChallenge =
-            serde_json::from_slice(&pending).map_err(anyhow::Error::from)?;
-        let public_key = PublicKey::from_base64(&pending.public_key)
-            .map_err(|e| anyhow::anyhow!("stored challenge key: {e}"))?;
-        let key = self
-            .store
-            .key_by_fingerprint(&public_key.fingerprint())
-            .await?;
-        if now_ms() / 1000 > pending.expires_at {
-            return Ok(Err((key, "challenge expired")));
-        }
-        let Ok(signature) = keys::decode_base64(signature.trim()) else {
-            return Ok(Err((key, "signature is not canonical base64")));
-        };
-        if !public_key.verify(pending.message.as_bytes(), &signature) {
-            return Ok(Err((key, "bad signature")));
-        }
-        match key {
-            None => Ok(Err((None, "key not registered"))),
-            Some(k) if k.revoked_at.is_some() => Ok(Err((Some(k), "key revoked"))),
-            Some(k) => Ok(Ok(k)),
-        }
-    }
-
     /// The session of `token`, checked against both lifetimes and revocation; counts
     /// as activity.
     pub async fn authenticate(&self, token: &str) -> Result<Authenticated, AuthError> {
@@ -357,8 +132,7 @@ impl Auth {
             return Err(AuthError::UnknownToken);
         };
         let now = now_ms();
-        let idle_ms = i64::try_from(self.idle().as_millis()).unwrap_or(i64::MAX);
-        if now >= session.expires_at || now - session.last_seen_at >= idle_ms {
+        if now >= session.expires_at || now - session.last_seen_at >= ms(self.idle()) {
             self.sessions.delete(&hash).await?;
             return Err(AuthError::UnknownToken);
         }
@@ -384,6 +158,14 @@ impl Auth {
         Ok(())
     }
 
+    /// The check an open event stream makes now and then.
+    pub fn session_check(&self, who: Authenticated) -> Box<dyn SessionCheck> {
+        Box::new(OpenSession {
+            auth: self.clone(),
+            who,
+        })
+    }
+
     /// Ends the session.
     pub async fn logout(&self, who: &Authenticated) -> Result<(), AuthError> {
         self.sessions.delete(&who.token_hash).await?;
@@ -391,19 +173,15 @@ impl Auth {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// A session behind an open event stream.
+struct OpenSession {
+    auth: Auth,
+    who: Authenticated,
+}
 
-    #[test]
-    fn ipv6_addresses_are_limited_per_64() {
-        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().expect("ip");
-        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().expect("ip");
-        let c: IpAddr = "2001:db8:1:3::1".parse().expect("ip");
-        assert_eq!(rate_subject(a), rate_subject(b));
-        assert_ne!(rate_subject(a), rate_subject(c));
-        let mapped: IpAddr = "::ffff:192.0.2.7".parse().expect("ip");
-        assert_eq!(rate_subject(mapped), "192.0.2.7");
-        assert_eq!(rate_subject("192.0.2.7".parse().expect("ip")), "192.0.2.7");
+#[async_trait]
+impl SessionCheck for OpenSession {
+    async fn still_valid(&self) -> bool {
+        self.auth.is_valid(&self.who).await.is_ok()
     }
 }

@@ -1,5 +1,6 @@
 //! Where sessions live: the database in embedded mode (so `keygen revoke`, writing
 //! the same database, ends them at once), Redis in production (shared by daemons).
+//! Which one is decided once, at start-up.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,65 +8,67 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use super::AuthError;
 use crate::cache::Cache;
-use crate::store::{SessionRecord, Store};
+use crate::store::{SessionRecord, SessionStore};
+use crate::time::{ms, now_ms};
 
 /// Session storage for both modes.
 #[async_trait]
-pub trait SessionStore: Send + Sync + 'static {
+pub trait Sessions: Send + Sync + 'static {
     /// Stores a new session.
-    async fn create(&self, session: &SessionRecord, idle: Duration) -> anyhow::Result<()>;
+    async fn create(&self, session: &SessionRecord, idle: Duration) -> Result<(), AuthError>;
 
     /// The session, unless it is unknown or its key was revoked.
-    async fn get(&self, token_hash: &[u8; 32]) -> anyhow::Result<Option<SessionRecord>>;
+    async fn get(&self, token_hash: &[u8; 32]) -> Result<Option<SessionRecord>, AuthError>;
 
     /// Records activity at `now` (ms): the idle lifetime starts again.
-    async fn touch(&self, session: &SessionRecord, now: i64, idle: Duration) -> anyhow::Result<()>;
+    async fn touch(
+        &self,
+        session: &SessionRecord,
+        now: i64,
+        idle: Duration,
+    ) -> Result<(), AuthError>;
 
     /// Ends one session; false if there was none.
-    async fn delete(&self, token_hash: &[u8; 32]) -> anyhow::Result<bool>;
+    async fn delete(&self, token_hash: &[u8; 32]) -> Result<bool, AuthError>;
 
     /// Ends every session of `key_id` and refuses its sessions from now on; returns
     /// how many sessions were alive.
-    async fn end_key(&self, key_id: &str, now: i64, idle: Duration) -> anyhow::Result<u64>;
+    async fn end_key(&self, key_id: &str, now: i64, idle: Duration) -> Result<u64, AuthError>;
 
     /// How many sessions of `key_id` are alive at `now`.
-    async fn count_live(&self, key_id: &str, now: i64, idle: Duration) -> anyhow::Result<u64>;
-}
-
-/// The configured session storage: Redis when there is one, else the database.
-pub fn for_mode(
-    store: Arc<dyn Store>,
-    cache: Arc<dyn Cache>,
-    session_max: Duration,
-) -> Arc<dyn SessionStore> {
-    if cache.backend() == "redis" {
-        Arc::new(CacheSessions { cache, session_max })
-    } else {
-        Arc::new(StoreSessions { store })
-    }
-}
-
-fn ms(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+    async fn count_live(&self, key_id: &str, now: i64, idle: Duration) -> Result<u64, AuthError>;
 }
 
 /// Sessions in the database.
-pub struct StoreSessions {
-    store: Arc<dyn Store>,
+pub struct DatabaseSessions {
+    store: Arc<dyn SessionStore>,
+}
+
+impl DatabaseSessions {
+    /// Sessions in the database's `sessions` table.
+    pub fn new(store: Arc<dyn SessionStore>) -> Self {
+        Self { store }
+    }
 }
 
 #[async_trait]
-impl SessionStore for StoreSessions {
-    async fn create(&self, session: &SessionRecord, _idle: Duration) -> anyhow::Result<()> {
+impl Sessions for DatabaseSessions {
+    async fn create(&self, session: &SessionRecord, _idle: Duration) -> Result<(), AuthError> {
         Ok(self.store.create_session(session).await?)
     }
 
-    async fn get(&self, token_hash: &[u8; 32]) -> anyhow::Result<Option<SessionRecord>> {
+    async fn get(&self, token_hash: &[u8; 32]) -> Result<Option<SessionRecord>, AuthError> {
         Ok(self.store.session(token_hash).await?)
     }
 
-    async fn touch(&self, session: &SessionRecord, now: i64, idle: Duration) -> anyhow::Result<()> {
+    async fn touch(
+        &self,
+        session: &SessionRecord,
+        now: i64,
+        idle: Duration,
+    ) -> Result<(), AuthError> {
         // One write per request would serialize every API call on SQLite's write
         // lock; recording activity every 1/20th of the idle lifetime is precise enough.
         if now - session.last_seen_at >= ms(idle) / 20 {
@@ -74,11 +77,11 @@ impl SessionStore for StoreSessions {
         Ok(())
     }
 
-    async fn delete(&self, token_hash: &[u8; 32]) -> anyhow::Result<bool> {
+    async fn delete(&self, token_hash: &[u8; 32]) -> Result<bool, AuthError> {
         Ok(self.store.delete_session(token_hash).await?)
     }
 
-    async fn end_key(&self, key_id: &str, now: i64, idle: Duration) -> anyhow::Result<u64> {
+    async fn end_key(&self, key_id: &str, now: i64, idle: Duration) -> Result<u64, AuthError> {
         // The key is already revoked, which alone refuses its sessions (`get` joins
         // on it); deleting them reports how many were alive.
         let live = self
@@ -89,7 +92,7 @@ impl SessionStore for StoreSessions {
         Ok(live)
     }
 
-    async fn count_live(&self, key_id: &str, now: i64, idle: Duration) -> anyhow::Result<u64> {
+    async fn count_live(&self, key_id: &str, now: i64, idle: Duration) -> Result<u64, AuthError> {
         Ok(self
             .store
             .count_live_sessions(key_id, now, ms(idle))
@@ -102,6 +105,13 @@ impl SessionStore for StoreSessions {
 pub struct CacheSessions {
     cache: Arc<dyn Cache>,
     session_max: Duration,
+}
+
+impl CacheSessions {
+    /// Sessions in `cache`, none lasting longer than `session_max`.
+    pub fn new(cache: Arc<dyn Cache>, session_max: Duration) -> Self {
+        Self { cache, session_max }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -133,21 +143,27 @@ fn ttl(session: &SessionRecord, now: i64, idle: Duration) -> Duration {
         .max(Duration::from_millis(1))
 }
 
-impl CacheSessions {
-    fn encode(session: &SessionRecord) -> anyhow::Result<Vec<u8>> {
-        Ok(serde_json::to_vec(&CachedSession {
-            key_id: session.key_id.clone(),
-            user_id: session.user_id.to_string(),
-            created_at: session.created_at,
-            last_seen_at: session.last_seen_at,
-            expires_at: session.expires_at,
-        })?)
+fn corrupt(reason: impl std::fmt::Display) -> AuthError {
+    AuthError::Corrupt {
+        what: "session",
+        reason: reason.to_string(),
     }
 }
 
+fn encode(session: &SessionRecord) -> Result<Vec<u8>, AuthError> {
+    serde_json::to_vec(&CachedSession {
+        key_id: session.key_id.clone(),
+        user_id: session.user_id.to_string(),
+        created_at: session.created_at,
+        last_seen_at: session.last_seen_at,
+        expires_at: session.expires_at,
+    })
+    .map_err(corrupt)
+}
+
 #[async_trait]
-impl SessionStore for CacheSessions {
-    async fn create(&self, session: &SessionRecord, idle: Duration) -> anyhow::Result<()> {
+impl Sessions for CacheSessions {
+    async fn create(&self, session: &SessionRecord, idle: Duration) -> Result<(), AuthError> {
         let ttl = ttl(session, session.created_at, idle);
         self.cache
             .set_add(
@@ -158,21 +174,19 @@ impl SessionStore for CacheSessions {
             .await?;
         let stored = self
             .cache
-            .put_if_absent(
-                &session_key(&session.token_hash),
-                &Self::encode(session)?,
-                ttl,
-            )
+            .put_if_absent(&session_key(&session.token_hash), &encode(session)?, ttl)
             .await?;
-        anyhow::ensure!(stored, "a session with this token exists already");
+        if !stored {
+            return Err(corrupt("a session with this token exists already"));
+        }
         Ok(())
     }
 
-    async fn get(&self, token_hash: &[u8; 32]) -> anyhow::Result<Option<SessionRecord>> {
+    async fn get(&self, token_hash: &[u8; 32]) -> Result<Option<SessionRecord>, AuthError> {
         let Some(bytes) = self.cache.get(&session_key(token_hash)).await? else {
             return Ok(None);
         };
-        let cached: CachedSession = serde_json::from_slice(&bytes)?;
+        let cached: CachedSession = serde_json::from_slice(&bytes).map_err(corrupt)?;
         if self
             .cache
             .get(&revoked_key(&cached.key_id))
@@ -184,23 +198,28 @@ impl SessionStore for CacheSessions {
         Ok(Some(SessionRecord {
             token_hash: *token_hash,
             key_id: cached.key_id,
-            user_id: cached.user_id.try_into()?,
+            user_id: cached.user_id.try_into().map_err(corrupt)?,
             created_at: cached.created_at,
             // The entry's time to live is the idle clock (`touch` restarts it): an
             // entry that is still there has not been idle too long.
-            last_seen_at: crate::store::now_ms(),
+            last_seen_at: now_ms(),
             expires_at: cached.expires_at,
         }))
     }
 
-    async fn touch(&self, session: &SessionRecord, now: i64, idle: Duration) -> anyhow::Result<()> {
+    async fn touch(
+        &self,
+        session: &SessionRecord,
+        now: i64,
+        idle: Duration,
+    ) -> Result<(), AuthError> {
         self.cache
             .expire(&session_key(&session.token_hash), ttl(session, now, idle))
             .await?;
         Ok(())
     }
 
-    async fn delete(&self, token_hash: &[u8; 32]) -> anyhow::Result<bool> {
+    async fn delete(&self, token_hash: &[u8; 32]) -> Result<bool, AuthError> {
         let key = session_key(token_hash);
         let existed = self.cache.get(&key).await?;
         self.cache.delete(&key).await?;
@@ -215,7 +234,7 @@ impl SessionStore for CacheSessions {
         Ok(false)
     }
 
-    async fn end_key(&self, key_id: &str, now: i64, idle: Duration) -> anyhow::Result<u64> {
+    async fn end_key(&self, key_id: &str, now: i64, idle: Duration) -> Result<u64, AuthError> {
         // Refuse first, so a session created while this runs is refused too; the
         // marker outlives every session the key could have.
         self.cache
@@ -229,7 +248,7 @@ impl SessionStore for CacheSessions {
         Ok(live)
     }
 
-    async fn count_live(&self, key_id: &str, _now: i64, _idle: Duration) -> anyhow::Result<u64> {
+    async fn count_live(&self, key_id: &str, _now: i64, _idle: Duration) -> Result<u64, AuthError> {
         let mut live = 0;
         for hash in self.cache.set_members(&key_sessions(key_id)).await? {
             // Entries expire with their session, so existing means alive.

@@ -7,7 +7,6 @@
 mod memory;
 mod redis;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,12 +14,10 @@ use async_trait::async_trait;
 pub use self::memory::MemoryCache;
 pub use self::redis::RedisCache;
 
-use crate::config::RedisSettings;
-
 /// A cache failure; its text never reaches a client.
 #[derive(Debug, thiserror::Error)]
 #[error("cache: {0}")]
-pub struct CacheError(String);
+pub struct CacheError(pub String);
 
 /// Short-lived key-value state with expiry.
 #[async_trait]
@@ -69,17 +66,4 @@ pub trait Cache: Send + Sync + 'static {
     /// Counts one hit on `key` in a fixed window of `window` that starts at the first
     /// hit; returns the hits so far and the time left in the window.
     async fn hit(&self, key: &str, window: Duration) -> Result<(u64, Duration), CacheError>;
-}
-
-/// The configured cache: Redis when `redis.url` is set, else in-process.
-pub async fn connect(settings: &RedisSettings) -> anyhow::Result<Arc<dyn Cache>> {
-    use anyhow::Context;
-    Ok(match &settings.url {
-        None => Arc::new(MemoryCache::default()),
-        Some(url) => Arc::new(
-            RedisCache::connect(url, &settings.key_prefix)
-                .await
-                .context("redis.url: cannot connect to Redis")?,
-        ),
-    })
 }

@@ -45,7 +45,7 @@ return 0
 
 impl RedisCache {
     /// Connects and checks the server answers.
-    pub async fn connect(url: &SecretString, prefix: &str) -> anyhow::Result<Self> {
+    pub async fn connect(url: &SecretString, prefix: &str) -> Result<Self, CacheError> {
         let client = redis::Client::open(url.expose_secret())?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(5)))

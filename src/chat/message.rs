@@ -1,138 +1,113 @@
-//! What the API and the live stream say about room events.
+//! What the API and the live stream say about rooms and their events.
 
+use ruma::events::room::member::MembershipState;
+use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
 use serde::Serialize;
-use serde_json::Value;
 use utoipa::ToSchema;
+
+use super::event::{Content, MessageKind, RoomEvent};
 
 /// A message as the web client shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Message {
-    pub event_id: String,
-    pub room_id: String,
-    pub sender: String,
+    #[schema(value_type = String)]
+    pub event_id: OwnedEventId,
+    #[schema(value_type = String)]
+    pub room_id: OwnedRoomId,
+    #[schema(value_type = String)]
+    pub sender: OwnedUserId,
     /// The sender's display name in the room, if known.
     pub sender_name: Option<String>,
     /// The text; empty for kinds without one (`encrypted`).
     pub body: String,
     /// Milliseconds since the Unix epoch (the homeserver's timestamp).
     pub ts: i64,
-    /// `text`, `notice`, `emote`, `encrypted` or `other`.
-    pub kind: &'static str,
+    pub kind: MessageKind,
+}
+
+impl Message {
+    /// The message an event shows as, if it is one.
+    pub fn of(event: &RoomEvent, sender_name: Option<String>) -> Option<Self> {
+        let Content::Message { kind, body } = &event.content else {
+            return None;
+        };
+        Some(Self {
+            event_id: event.event_id.clone(),
+            room_id: event.room_id.clone(),
+            sender: event.sender.clone(),
+            sender_name,
+            body: body.clone(),
+            ts: event.ts,
+            kind: *kind,
+        })
+    }
 }
 
 /// A membership change, as the live stream reports it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct MembershipChange {
-    pub room_id: String,
-    pub user_id: String,
-    pub membership: String,
-    pub sender: String,
+    #[schema(value_type = String)]
+    pub room_id: OwnedRoomId,
+    #[schema(value_type = String)]
+    pub user_id: OwnedUserId,
+    /// `join`, `invite`, `leave`, `ban` or `knock`.
+    #[schema(value_type = String)]
+    pub membership: MembershipState,
+    #[schema(value_type = String)]
+    pub sender: OwnedUserId,
 }
 
 /// A room's name changed.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct RoomChange {
-    pub room_id: String,
+    #[schema(value_type = String)]
+    pub room_id: OwnedRoomId,
     pub name: Option<String>,
 }
 
-/// Whether an event of this type is shown as a message.
-pub fn is_message_type(event_type: &str) -> bool {
-    matches!(
-        event_type,
-        "m.room.message" | "m.room.encrypted" | "m.sticker"
-    )
+/// A room member.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Member {
+    #[schema(value_type = String)]
+    pub user_id: OwnedUserId,
+    pub display_name: Option<String>,
 }
 
-/// The message an event (JSON as the homeserver sends it) shows as, if it is one.
-pub fn from_event_json(
-    json: &str,
-    sender_name: impl FnOnce(&str) -> Option<String>,
-) -> Option<Message> {
-    let event: Value = serde_json::from_str(json).ok()?;
-    let event_type = event["type"].as_str()?;
-    if !is_message_type(event_type) || event.get("state_key").is_some() {
-        return None;
-    }
-    let content = &event["content"];
-    let kind = match (event_type, content["msgtype"].as_str()) {
-        ("m.room.encrypted", _) => "encrypted",
-        ("m.room.message", Some("m.text")) => "text",
-        ("m.room.message", Some("m.notice")) => "notice",
-        ("m.room.message", Some("m.emote")) => "emote",
-        _ => "other",
-    };
-    let sender = event["sender"].as_str()?.to_owned();
-    Some(Message {
-        event_id: event["event_id"].as_str()?.to_owned(),
-        room_id: event["room_id"].as_str()?.to_owned(),
-        sender_name: sender_name(&sender),
-        sender,
-        body: content["body"].as_str().unwrap_or_default().to_owned(),
-        ts: event["origin_server_ts"].as_i64().unwrap_or_default(),
-        kind,
-    })
+/// A joined room.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RoomSummary {
+    #[schema(value_type = String)]
+    pub room_id: OwnedRoomId,
+    pub name: Option<String>,
+    pub is_direct: bool,
+    pub encrypted: bool,
+    pub members: Vec<Member>,
+    pub last_message: Option<Message>,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// A pending invite.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Invite {
+    #[schema(value_type = String)]
+    pub room_id: OwnedRoomId,
+    pub name: Option<String>,
+    #[schema(value_type = String)]
+    pub inviter: OwnedUserId,
+}
 
-    fn event(kind: &str, content: Value) -> String {
-        serde_json::json!({"type": kind, "event_id": "$e", "room_id": "!r", "sender": "@a:x",
-            "origin_server_ts": 5, "content": content})
-        .to_string()
-    }
+/// A page of history.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct MessagePage {
+    /// Oldest first.
+    pub messages: Vec<Message>,
+    /// Pass as `before` for the page before; null at the start of the room.
+    pub prev: Option<String>,
+}
 
-    #[test]
-    fn kinds_follow_type_and_msgtype() {
-        let kind = |t: &str, c: Value| from_event_json(&event(t, c), |_| None).map(|m| m.kind);
-        assert_eq!(
-            kind(
-                "m.room.message",
-                serde_json::json!({"msgtype": "m.text", "body": "hi"})
-            ),
-            Some("text")
-        );
-        assert_eq!(
-            kind(
-                "m.room.message",
-                serde_json::json!({"msgtype": "m.notice", "body": "n"})
-            ),
-            Some("notice")
-        );
-        assert_eq!(
-            kind(
-                "m.room.message",
-                serde_json::json!({"msgtype": "m.emote", "body": "e"})
-            ),
-            Some("emote")
-        );
-        assert_eq!(
-            kind(
-                "m.room.message",
-                serde_json::json!({"msgtype": "m.image", "body": "i"})
-            ),
-            Some("other")
-        );
-        assert_eq!(
-            kind(
-                "m.room.encrypted",
-                serde_json::json!({"algorithm": "m.megolm.v1.aes-sha2"})
-            ),
-            Some("encrypted")
-        );
-        assert_eq!(kind("m.room.topic", serde_json::json!({})), None);
-        let m = from_event_json(
-            &event(
-                "m.room.message",
-                serde_json::json!({"msgtype": "m.text", "body": "hi"}),
-            ),
-            |s| Some(format!("name of {s}")),
-        );
-        assert_eq!(
-            m.map(|m| (m.body, m.sender_name, m.ts)),
-            Some(("hi".into(), Some("name of @a:x".into()), 5))
-        );
-    }
+/// A ChatSender user, as `GET /users` and `GET /me` show them.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Profile {
+    #[schema(value_type = String)]
+    pub user_id: OwnedUserId,
+    pub display_name: Option<String>,
 }

@@ -1,7 +1,5 @@
 //! Ed25519 keys: parsing and checking public keys, generating key pairs, and the
-//! identifiers shown to people (`key_id`, `fingerprint`). Used by the CLI and login.
-
-pub mod admin;
+//! identifiers shown to people (`key_id`, `fingerprint`). Pure: no I/O, no state.
 
 use base64::Engine;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
@@ -37,6 +35,8 @@ pub enum KeyError {
     Torsion,
     #[error("not a PEM public key: {0}")]
     Pem(String),
+    #[error("cannot encode the private key as PKCS#8: {0}")]
+    Encode(String),
 }
 
 /// A public key that passed every check: safe to register and to verify against.
@@ -144,14 +144,14 @@ impl KeyPair {
 
     /// The private key as PKCS#8 v1 PEM (RFC 8410), what OpenSSL and WebCrypto import.
     /// v2, which adds the public key, is not read by OpenSSL 3.0.
-    pub fn private_key_pem(&self) -> anyhow::Result<String> {
+    pub fn private_key_pem(&self) -> Result<String, KeyError> {
         let v1 = ed25519_dalek::pkcs8::KeypairBytes {
             secret_key: self.signing.to_bytes(),
             public_key: None,
         };
         let pem = v1
             .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
-            .map_err(|e| anyhow::anyhow!("cannot encode the private key as PKCS#8: {e}"))?;
+            .map_err(|e| KeyError::Encode(e.to_string()))?;
         Ok(pem.to_string())
     }
 }

@@ -1,31 +1,83 @@
-//! The live stream: each user's events, kept for replay and pushed to connected
-//! clients on every daemon. Embedded mode keeps streams in the database and fans out
-//! in process ([`StoreBus`]); production uses Redis streams and pub/sub ([`RedisBus`]).
+//! The live stream: each user's events, kept for replay and pushed to that user's open
+//! streams on every daemon.
+//!
+//! [`Live`] is the handle the core delivers through and the API streams from. A
+//! [`StreamLog`] keeps the entries: the database in embedded mode
+//! ([`DatabaseLog`]), capped Redis streams with pub/sub between daemons in production
+//! ([`RedisLog`]). A [`Hub`] holds one channel per user, so an event wakes only its
+//! recipient's streams. `stream.rs` has the rules of one open stream (replay, reset,
+//! resync, the session re-check).
 
+mod embedded;
+mod hub;
 mod redis;
-
-pub use self::redis::RedisBus;
+mod stream;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use tokio::sync::broadcast;
+use ruma::{OwnedUserId, UserId};
+use tokio_util::sync::CancellationToken;
 
-use crate::store::Store;
+pub use self::embedded::DatabaseLog;
+pub use self::hub::{Hub, Signal, Subscription};
+pub use self::redis::RedisLog;
+pub use self::stream::{LiveItem, SessionCheck};
+
+use crate::store::StoreError;
 
 /// Entries kept per user at least (and at least 10 minutes' worth).
 pub const RETAINED_PER_USER: u32 = 1000;
 /// How long entries are kept at least, whatever their number.
 pub const RETAINED_MS: i64 = 10 * 60 * 1000;
 
+/// What a stream event is about (the SSE `event:` name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamKind {
+    /// A message in one of the user's rooms.
+    Message,
+    /// A membership change in one of the user's rooms, or an invite to the user.
+    Membership,
+    /// A room's name changed.
+    Room,
+}
+
+impl StreamKind {
+    /// The name on the wire and in storage.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Message => "message",
+            Self::Membership => "membership",
+            Self::Room => "room",
+        }
+    }
+
+    /// The kind a stored name stands for.
+    pub fn parse(name: &str) -> Option<Self> {
+        [Self::Message, Self::Membership, Self::Room]
+            .into_iter()
+            .find(|k| k.as_str() == name)
+    }
+}
+
+/// Something to append to a user's stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub user_id: OwnedUserId,
+    /// Appended once per (user, key): feeding an event again appends nothing.
+    pub dedup_key: String,
+    pub kind: StreamKind,
+    /// JSON.
+    pub payload: String,
+}
+
 /// One event of a user's stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiveEvent {
-    pub user_id: String,
+    pub user_id: OwnedUserId,
     /// The SSE `id:`; increases within a user's stream.
     pub id: String,
-    /// `message`, `membership` or `room`.
-    pub kind: String,
+    pub kind: StreamKind,
     /// JSON.
     pub payload: String,
 }
@@ -38,133 +90,81 @@ pub enum Replay {
     Reset,
 }
 
-/// Per-user streams with replay and fan-out to every daemon.
+/// A failure of the stream log; its text never reaches a client.
+#[derive(Debug, thiserror::Error)]
+pub enum LiveError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("redis: {0}")]
+    Redis(#[from] ::redis::RedisError),
+}
+
+/// Where streams are kept, and how daemons tell each other about new entries.
 #[async_trait]
-pub trait LiveBus: Send + Sync + 'static {
-    /// Appends to `user_id`'s stream (once per `dedup_key`) and notifies subscribers.
-    async fn deliver(
-        &self,
-        user_id: &str,
-        dedup_key: &str,
-        kind: &str,
-        payload: &str,
-    ) -> anyhow::Result<()>;
+pub trait StreamLog: Send + Sync + 'static {
+    /// Appends each delivery once per (user, dedup key). Returns the entries this
+    /// daemon must hand to its own [`Hub`]: all new ones where the log has no channel
+    /// between daemons, none where [`StreamLog::relay`] brings them back.
+    async fn append(&self, deliveries: &[Delivery]) -> Result<Vec<LiveEvent>, LiveError>;
 
-    /// What `user_id` missed after `cursor` (an `id` it received).
-    async fn replay(&self, user_id: &str, cursor: &str) -> anyhow::Result<Replay>;
+    /// What `user_id` missed after `cursor` (an id it received).
+    async fn replay(&self, user_id: &UserId, cursor: &str) -> Result<Replay, LiveError>;
 
-    /// Everything delivered from now on, for every user (filter by `user_id`).
-    fn subscribe(&self) -> broadcast::Receiver<LiveEvent>;
+    /// The id of the user's newest entry, if any.
+    async fn latest(&self, user_id: &UserId) -> Result<Option<String>, LiveError>;
 
-    /// Whether `a` comes after `b` in one user's stream.
+    /// Whether id `a` comes after id `b` in one user's stream.
     fn is_after(&self, a: &str, b: &str) -> bool;
 
     /// Drops entries past the retention; called now and then.
-    async fn prune(&self) -> anyhow::Result<()>;
+    async fn prune(&self) -> Result<(), LiveError>;
 
-    /// The id of the user's newest entry, if any.
-    async fn latest_id(&self, user_id: &str) -> anyhow::Result<Option<String>>;
+    /// Starts handing entries appended by any daemon to `hub` until `stop`; returns
+    /// once listening, so nothing appended afterwards is missed. When the channel may
+    /// have lost entries (a lost connection), every subscriber is told to resync.
+    async fn relay(&self, hub: Arc<Hub>, stop: CancellationToken) -> Result<(), LiveError>;
 }
 
-/// What subscribers receive when the bus may have missed events (a lost Redis
-/// connection): each stream catches up by replaying from its last id.
-pub fn resync() -> LiveEvent {
-    LiveEvent {
-        user_id: String::new(),
-        id: String::new(),
-        kind: "resync".into(),
-        payload: String::new(),
-    }
+/// The live streams of this daemon.
+#[derive(Clone)]
+pub struct Live {
+    log: Arc<dyn StreamLog>,
+    hub: Arc<Hub>,
 }
 
-/// Embedded mode: streams in the database, fan-out in process.
-pub struct StoreBus {
-    store: Arc<dyn Store>,
-    sender: broadcast::Sender<LiveEvent>,
-}
-
-impl StoreBus {
-    /// A bus over the daemon's database.
-    pub fn new(store: Arc<dyn Store>) -> Self {
+impl Live {
+    /// Streams kept in `log`.
+    pub fn new(log: Arc<dyn StreamLog>) -> Self {
         Self {
-            store,
-            sender: broadcast::channel(4096).0,
+            log,
+            hub: Arc::new(Hub::default()),
         }
     }
-}
 
-#[async_trait]
-impl LiveBus for StoreBus {
-    async fn deliver(
-        &self,
-        user_id: &str,
-        dedup_key: &str,
-        kind: &str,
-        payload: &str,
-    ) -> anyhow::Result<()> {
-        if let Some(id) = self
-            .store
-            .append_user_event(user_id, dedup_key, kind, payload)
-            .await?
-        {
-            // No receivers is fine: nobody is connected.
-            let _ = self.sender.send(LiveEvent {
-                user_id: user_id.to_owned(),
-                id: id.to_string(),
-                kind: kind.to_owned(),
-                payload: payload.to_owned(),
-            });
+    /// Appends to the recipients' streams and wakes their open streams.
+    pub async fn deliver(&self, deliveries: &[Delivery]) -> Result<(), LiveError> {
+        if deliveries.is_empty() {
+            return Ok(());
+        }
+        for event in self.log.append(deliveries).await? {
+            self.hub.publish(event);
         }
         Ok(())
     }
 
-    async fn replay(&self, user_id: &str, cursor: &str) -> anyhow::Result<Replay> {
-        let Ok(after) = cursor.parse::<i64>() else {
-            return Ok(Replay::Reset);
-        };
-        // Pruning removes a user's oldest entries first, so while the cursor's own
-        // entry is kept nothing after it is missing.
-        match self.store.oldest_user_event(user_id).await? {
-            Some(oldest) if after >= oldest => {}
-            _ => return Ok(Replay::Reset),
-        }
-        let mut events = Vec::new();
-        let mut from = after;
-        loop {
-            let page = self.store.user_events_after(user_id, from, 500).await?;
-            let Some(last) = page.last() else { break };
-            from = last.id;
-            events.extend(page.into_iter().map(|e| LiveEvent {
-                user_id: user_id.to_owned(),
-                id: e.id.to_string(),
-                kind: e.kind,
-                payload: e.payload,
-            }));
-        }
-        Ok(Replay::Events(events))
+    /// Starts relaying other daemons' entries (see [`StreamLog::relay`]).
+    pub async fn relay(&self, stop: CancellationToken) -> Result<(), LiveError> {
+        self.log.relay(self.hub.clone(), stop).await
     }
 
-    fn subscribe(&self) -> broadcast::Receiver<LiveEvent> {
-        self.sender.subscribe()
+    /// Drops entries past the retention.
+    pub async fn prune(&self) -> Result<(), LiveError> {
+        self.log.prune().await
     }
 
-    fn is_after(&self, a: &str, b: &str) -> bool {
-        matches!((a.parse::<i64>(), b.parse::<i64>()), (Ok(a), Ok(b)) if a > b)
-    }
-
-    async fn prune(&self) -> anyhow::Result<()> {
-        let before = crate::store::now_ms() - RETAINED_MS;
-        self.store
-            .prune_user_events(before, RETAINED_PER_USER)
-            .await?;
-        Ok(())
-    }
-
-    async fn latest_id(&self, user_id: &str) -> anyhow::Result<Option<String>> {
-        Ok(self
-            .store
-            .latest_user_event(user_id)
-            .await?
-            .map(|id| id.to_string()))
+    /// How many times an open stream was woken by a delivery (a test hook; also the
+    /// `chatsender_live_wakeups_total` metric).
+    pub fn wakeups(&self) -> u64 {
+        self.hub.wakeups()
     }
 }

@@ -1,125 +1,50 @@
 //! Live streams in Redis: one capped stream per user (replay, also across daemon
 //! restarts) and one pub/sub channel that tells every daemon what was appended.
 
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use redis::aio::ConnectionManager;
+use ruma::{OwnedUserId, UserId};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use super::{LiveBus, LiveEvent, RETAINED_PER_USER, Replay};
+use super::{
+    Delivery, Hub, LiveError, LiveEvent, RETAINED_PER_USER, Replay, StreamKind, StreamLog,
+};
 
 /// Redis streams and pub/sub.
-pub struct RedisBus {
+pub struct RedisLog {
+    client: redis::Client,
     conn: ConnectionManager,
     prefix: String,
-    sender: broadcast::Sender<LiveEvent>,
 }
 
+/// What the channel carries: one appended entry.
 #[derive(Serialize, Deserialize)]
 struct Wire {
-    user_id: String,
+    user_id: OwnedUserId,
     id: String,
     kind: String,
     payload: String,
 }
 
-impl RedisBus {
-    /// Connects, and relays the channel to local subscribers until `stop`.
-    pub async fn connect(
-        url: &SecretString,
-        prefix: &str,
-        stop: CancellationToken,
-    ) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url.expose_secret())?;
-        let conn = ConnectionManager::new(client.clone()).await?;
-        let sender = broadcast::channel(4096).0;
-        let bus = Self {
-            conn,
-            prefix: prefix.to_owned(),
-            sender: sender.clone(),
-        };
-        let channel = bus.channel();
-        // Subscribe before returning, so nothing published after start-up is missed.
-        let mut pubsub = client.get_async_pubsub().await?;
-        pubsub.subscribe(&channel).await?;
-        tokio::spawn(relay(client, channel, pubsub, sender, stop));
-        Ok(bus)
-    }
-
-    fn channel(&self) -> String {
-        format!("{}live", self.prefix)
-    }
-
-    fn stream(&self, user_id: &str) -> String {
-        format!("{}stream:{user_id}", self.prefix)
-    }
-}
-
-/// Forwards the channel to local subscribers, resubscribing after a lost connection
-/// (clients then catch up by replay).
-async fn relay(
-    client: redis::Client,
-    channel: String,
-    mut pubsub: redis::aio::PubSub,
-    sender: broadcast::Sender<LiveEvent>,
-    stop: CancellationToken,
-) {
-    loop {
-        {
-            let mut messages = pubsub.on_message();
-            loop {
-                let message = tokio::select! {
-                    () = stop.cancelled() => return,
-                    m = messages.next() => m,
-                };
-                let Some(message) = message else { break };
-                let Ok(payload) = message.get_payload::<String>() else {
-                    continue;
-                };
-                if let Ok(w) = serde_json::from_str::<Wire>(&payload) {
-                    let _ = sender.send(LiveEvent {
-                        user_id: w.user_id,
-                        id: w.id,
-                        kind: w.kind,
-                        payload: w.payload,
-                    });
-                }
-            }
-        }
-        tracing::warn!("lost the Redis live channel; resubscribing");
-        let _ = sender.send(super::resync());
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => return,
-                () = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
-            match client.get_async_pubsub().await {
-                Ok(mut fresh) => {
-                    if fresh.subscribe(&channel).await.is_ok() {
-                        pubsub = fresh;
-                        break;
-                    }
-                }
-                Err(error) => tracing::warn!(%error, "Redis live channel unavailable"),
-            }
-        }
-    }
-}
-
 /// Appends once per (user, event) and publishes, atomically: a crash cannot leave an
 /// event marked delivered but missing, and publish order is stream order.
 /// KEYS: delivered marker, stream. ARGV: cap, kind, payload, channel, user id.
-const DELIVER: &str = r"
+static DELIVER: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', 86400) then return false end
 local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'kind', ARGV[2], 'payload', ARGV[3])
 redis.call('PUBLISH', ARGV[4], cjson.encode({user_id = ARGV[5], id = id, kind = ARGV[2], payload = ARGV[3]}))
 return id
-";
+",
+    )
+});
 
 /// A stream id `ms-seq` as a comparable pair.
 fn parse_id(id: &str) -> Option<(u64, u64)> {
@@ -131,30 +56,51 @@ fn parse_id(id: &str) -> Option<(u64, u64)> {
     Some((ms.parse().ok()?, seq.parse().ok()?))
 }
 
-#[async_trait]
-impl LiveBus for RedisBus {
-    async fn deliver(
-        &self,
-        user_id: &str,
-        dedup_key: &str,
-        kind: &str,
-        payload: &str,
-    ) -> anyhow::Result<()> {
-        let mut conn = self.conn.clone();
-        let _: Option<String> = redis::Script::new(DELIVER)
-            .key(format!("{}delivered:{user_id}:{dedup_key}", self.prefix))
-            .key(self.stream(user_id))
-            .arg(RETAINED_PER_USER)
-            .arg(kind)
-            .arg(payload)
-            .arg(self.channel())
-            .arg(user_id)
-            .invoke_async(&mut conn)
-            .await?;
-        Ok(())
+impl RedisLog {
+    /// Connects to Redis at `url`; every key starts with `prefix`.
+    pub async fn connect(url: &SecretString, prefix: &str) -> Result<Self, LiveError> {
+        let client = redis::Client::open(url.expose_secret())?;
+        let conn = ConnectionManager::new(client.clone()).await?;
+        Ok(Self {
+            client,
+            conn,
+            prefix: prefix.to_owned(),
+        })
     }
 
-    async fn replay(&self, user_id: &str, cursor: &str) -> anyhow::Result<Replay> {
+    fn channel(&self) -> String {
+        format!("{}live", self.prefix)
+    }
+
+    fn stream(&self, user_id: &UserId) -> String {
+        format!("{}stream:{user_id}", self.prefix)
+    }
+}
+
+#[async_trait]
+impl StreamLog for RedisLog {
+    async fn append(&self, deliveries: &[Delivery]) -> Result<Vec<LiveEvent>, LiveError> {
+        let mut conn = self.conn.clone();
+        for d in deliveries {
+            let _: Option<String> = DELIVER
+                .key(format!(
+                    "{}delivered:{}:{}",
+                    self.prefix, d.user_id, d.dedup_key
+                ))
+                .key(self.stream(&d.user_id))
+                .arg(RETAINED_PER_USER)
+                .arg(d.kind.as_str())
+                .arg(&d.payload)
+                .arg(self.channel())
+                .arg(d.user_id.as_str())
+                .invoke_async(&mut conn)
+                .await?;
+        }
+        // The channel brings every entry back, to this daemon too.
+        Ok(Vec::new())
+    }
+
+    async fn replay(&self, user_id: &UserId, cursor: &str) -> Result<Replay, LiveError> {
         let Some(after) = parse_id(cursor) else {
             return Ok(Replay::Reset);
         };
@@ -182,7 +128,7 @@ impl LiveBus for RedisBus {
             .await?;
         let events = range
             .into_iter()
-            .map(|(id, fields)| {
+            .filter_map(|(id, fields)| {
                 let field = |name: &str| {
                     fields
                         .chunks(2)
@@ -191,31 +137,22 @@ impl LiveBus for RedisBus {
                         .cloned()
                         .unwrap_or_default()
                 };
-                LiveEvent {
+                let Some(kind) = StreamKind::parse(&field("kind")) else {
+                    tracing::warn!(id, "skipping a stream entry of an unknown kind");
+                    return None;
+                };
+                Some(LiveEvent {
                     user_id: user_id.to_owned(),
-                    kind: field("kind"),
+                    kind,
                     payload: field("payload"),
                     id,
-                }
+                })
             })
             .collect();
         Ok(Replay::Events(events))
     }
 
-    fn subscribe(&self) -> broadcast::Receiver<LiveEvent> {
-        self.sender.subscribe()
-    }
-
-    fn is_after(&self, a: &str, b: &str) -> bool {
-        matches!((parse_id(a), parse_id(b)), (Some(a), Some(b)) if a > b)
-    }
-
-    async fn prune(&self) -> anyhow::Result<()> {
-        // Streams are capped as they grow (XADD MAXLEN).
-        Ok(())
-    }
-
-    async fn latest_id(&self, user_id: &str) -> anyhow::Result<Option<String>> {
+    async fn latest(&self, user_id: &UserId) -> Result<Option<String>, LiveError> {
         let mut conn = self.conn.clone();
         let last: Vec<(String, Vec<String>)> = redis::cmd("XREVRANGE")
             .arg(self.stream(user_id))
@@ -226,5 +163,79 @@ impl LiveBus for RedisBus {
             .query_async(&mut conn)
             .await?;
         Ok(last.into_iter().next().map(|(id, _)| id))
+    }
+
+    fn is_after(&self, a: &str, b: &str) -> bool {
+        matches!((parse_id(a), parse_id(b)), (Some(a), Some(b)) if a > b)
+    }
+
+    async fn prune(&self) -> Result<(), LiveError> {
+        // Streams are capped as they grow (XADD MAXLEN).
+        Ok(())
+    }
+
+    async fn relay(&self, hub: Arc<Hub>, stop: CancellationToken) -> Result<(), LiveError> {
+        let channel = self.channel();
+        let mut pubsub = self.client.get_async_pubsub().await?;
+        pubsub.subscribe(&channel).await?;
+        tokio::spawn(relay(self.client.clone(), channel, pubsub, hub, stop));
+        Ok(())
+    }
+}
+
+/// Hands the channel's entries to the hub, resubscribing after a lost connection
+/// (streams then catch up from their last id).
+async fn relay(
+    client: redis::Client,
+    channel: String,
+    mut pubsub: redis::aio::PubSub,
+    hub: Arc<Hub>,
+    stop: CancellationToken,
+) {
+    loop {
+        {
+            let mut messages = pubsub.on_message();
+            loop {
+                let message = tokio::select! {
+                    () = stop.cancelled() => return,
+                    m = messages.next() => m,
+                };
+                let Some(message) = message else { break };
+                let Ok(payload) = message.get_payload::<String>() else {
+                    continue;
+                };
+                let Ok(wire) = serde_json::from_str::<Wire>(&payload) else {
+                    continue;
+                };
+                let Some(kind) = StreamKind::parse(&wire.kind) else {
+                    continue;
+                };
+                hub.publish(LiveEvent {
+                    user_id: wire.user_id,
+                    id: wire.id,
+                    kind,
+                    payload: wire.payload,
+                });
+            }
+        }
+        tracing::warn!("lost the Redis live channel; resubscribing");
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            match client.get_async_pubsub().await {
+                Ok(mut fresh) => {
+                    if fresh.subscribe(&channel).await.is_ok() {
+                        pubsub = fresh;
+                        // Listening again: whatever was appended while the channel
+                        // was lost is caught up from the streams themselves.
+                        hub.resync_all();
+                        break;
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "Redis live channel unavailable"),
+            }
+        }
     }
 }

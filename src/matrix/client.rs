@@ -6,12 +6,15 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use ruma::api::auth_scheme::{AuthScheme, SendAccessToken};
 use ruma::api::client::{account, appservice, membership, message, profile, room};
+use ruma::api::error::{ErrorKind, StandardErrorBody};
 use ruma::api::path_builder::PathBuilder;
 use ruma::api::{
     AppserviceUserIdentity, IncomingResponseExt, MatrixVersion, OutgoingRequest,
     OutgoingRequestAppserviceExt, OutgoingRequestExt, SupportedVersions,
 };
 use ruma::events::room::message::RoomMessageEventContent;
+use ruma::events::{AnyStateEvent, AnyTimelineEvent};
+use ruma::serde::Raw;
 use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, TransactionId, UserId};
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
@@ -99,18 +102,18 @@ impl HomeserverClient {
             .body(body.as_slice())
             .map_err(|e| protocol(e.to_string()))?;
         if status >= 400 {
-            let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-            let text = |k: &str| {
-                json.get(k)
-                    .and_then(|v| v.as_str())
-                    .unwrap_or_default()
-                    .to_owned()
+            let (kind, message) = match serde_json::from_slice::<StandardErrorBody>(&body) {
+                Ok(error) => (error.kind, error.message),
+                Err(_) => (
+                    ErrorKind::Unknown,
+                    String::from_utf8_lossy(&body).into_owned(),
+                ),
             };
             return Err(HomeserverError::Refused {
                 endpoint,
                 status,
-                errcode: text("errcode"),
-                message: text("error"),
+                kind,
+                message,
             });
         }
         R::IncomingResponse::try_from_http_response(response).map_err(|e| protocol(e.to_string()))
@@ -182,7 +185,7 @@ impl Homeserver for HomeserverClient {
         request.inhibit_login = true;
         match self.call("register", request, None).await {
             Ok(_) => Ok(()),
-            Err(e) if e.errcode() == Some("M_USER_IN_USE") => Ok(()),
+            Err(e) if matches!(e.kind(), Some(ErrorKind::UserInUse)) => Ok(()),
             Err(e) => Err(e),
         }
     }
@@ -245,7 +248,7 @@ impl Homeserver for HomeserverClient {
         room_id: &RoomId,
         from: Option<&str>,
         limit: u32,
-    ) -> Result<(Vec<String>, Option<String>), HomeserverError> {
+    ) -> Result<(Vec<Raw<AnyTimelineEvent>>, Option<String>), HomeserverError> {
         let mut request = message::get_message_events::v3::Request::new(
             room_id.to_owned(),
             ruma::api::Direction::Backward,
@@ -253,27 +256,20 @@ impl Homeserver for HomeserverClient {
         request.from = from.map(str::to_owned);
         request.limit = limit.into();
         let response = self.call("messages", request, Some(user_id)).await?;
-        let chunk = response
-            .chunk
-            .iter()
-            .map(|e| e.json().get().to_owned())
-            .collect();
-        Ok((chunk, response.end))
+        Ok((response.chunk, response.end))
     }
 
     async fn room_state(
         &self,
         user_id: &UserId,
         room_id: &RoomId,
-    ) -> Result<Vec<String>, HomeserverError> {
+    ) -> Result<Vec<Raw<AnyStateEvent>>, HomeserverError> {
         let request =
             ruma::api::client::state::get_state_events::v3::Request::new(room_id.to_owned());
-        let response = self.call("room_state", request, Some(user_id)).await?;
-        Ok(response
-            .room_state
-            .iter()
-            .map(|e| e.json().get().to_owned())
-            .collect())
+        Ok(self
+            .call("room_state", request, Some(user_id))
+            .await?
+            .room_state)
     }
 
     async fn send_text(

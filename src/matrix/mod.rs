@@ -5,8 +5,13 @@
 //! ruma's request types sent by reqwest.
 
 mod client;
+#[cfg(test)]
+pub mod fake;
 
 use async_trait::async_trait;
+use ruma::api::error::ErrorKind;
+use ruma::events::{AnyStateEvent, AnyTimelineEvent};
+use ruma::serde::Raw;
 use ruma::{OwnedEventId, OwnedRoomId, RoomId, UserId};
 
 pub use client::HomeserverClient;
@@ -18,11 +23,11 @@ pub enum HomeserverError {
     #[error("homeserver unreachable: {0}")]
     Unreachable(String),
     /// The homeserver answered with a Matrix error.
-    #[error("homeserver refused {endpoint}: {status} {errcode}: {message}")]
+    #[error("homeserver refused {endpoint}: {status} {}: {message}", kind.errcode())]
     Refused {
         endpoint: &'static str,
         status: u16,
-        errcode: String,
+        kind: ErrorKind,
         message: String,
     },
     /// The request could not be built or the answer not understood.
@@ -34,10 +39,10 @@ pub enum HomeserverError {
 }
 
 impl HomeserverError {
-    /// The Matrix errcode of a refusal (`M_USER_IN_USE`, …), if any.
-    pub fn errcode(&self) -> Option<&str> {
+    /// The Matrix error of a refusal (`M_USER_IN_USE`, …), if any.
+    pub fn kind(&self) -> Option<&ErrorKind> {
         match self {
-            Self::Refused { errcode, .. } => Some(errcode),
+            Self::Refused { kind, .. } => Some(kind),
             _ => None,
         }
     }
@@ -90,14 +95,14 @@ pub trait Homeserver: Send + Sync + 'static {
         room_id: &RoomId,
         from: Option<&str>,
         limit: u32,
-    ) -> Result<(Vec<String>, Option<String>), HomeserverError>;
+    ) -> Result<(Vec<Raw<AnyTimelineEvent>>, Option<String>), HomeserverError>;
 
-    /// The room's current state events (JSON) as `user_id` sees them.
+    /// The room's current state events as `user_id` sees them.
     async fn room_state(
         &self,
         user_id: &UserId,
         room_id: &RoomId,
-    ) -> Result<Vec<String>, HomeserverError>;
+    ) -> Result<Vec<Raw<AnyStateEvent>>, HomeserverError>;
 
     /// Sends a text message as `sender`; the same `txn_id` gives the same event.
     async fn send_text(

@@ -2,54 +2,52 @@
 
 use std::time::Duration;
 
-use chatsender::chat::Puppets;
 use chatsender::config::Settings;
-use chatsender::store::RoomEvent;
+use chatsender::store::EventRecord;
 use ruma::{OwnedRoomId, OwnedUserId, RoomId};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
-use crate::for_each_backend;
 use crate::harness::{
-    Backends, Daemon, MatrixUser, OwnSynapse, Provisioned, Slot, daemon_settings, free_port, http,
-    unique, urlencode, wait_until,
+    Backends, Daemon, MatrixUser, OwnSynapse, Provisioned, Slot, TestApp, free_port, http, unique,
+    urlencode, wait_until,
 };
+use crate::{for_each_backend, on_sqlite};
 
 for_each_backend!(
     puppet_and_matrix_user_exchange_messages,
     a_transaction_is_processed_once_and_a_restarted_txn_id_again,
-    a_wrong_or_missing_hs_token_is_refused_and_nothing_processed,
     messages_sent_while_the_daemon_is_down_are_processed_once_after_restart,
-    the_daemon_becomes_ready_when_synapse_comes_up,
-    malformed_events_are_skipped_and_the_rest_processed,
     sigterm_lets_the_transaction_in_flight_finish,
 );
 
-fn puppets(slot: &Slot, daemon: &Daemon) -> Puppets {
-    Puppets::new(
-        daemon.homeserver.clone(),
-        daemon.store.clone(),
-        slot.settings.homeserver.server_name.clone(),
-        slot.settings.appservice.user_prefix.clone(),
-    )
-}
+on_sqlite!(
+    a_wrong_or_missing_hs_token_is_refused_and_nothing_processed,
+    the_daemon_becomes_ready_when_synapse_comes_up,
+    malformed_events_are_skipped_and_the_rest_processed,
+);
 
 /// Waits until the daemon has recorded an event matching `matches` in `room`.
 async fn wait_for_event(
     daemon: &Daemon,
     room: &RoomId,
     what: &str,
-    matches: impl Fn(&RoomEvent) -> bool,
-) -> RoomEvent {
+    matches: impl Fn(&EventRecord) -> bool,
+) -> EventRecord {
     wait_until(what, Duration::from_secs(30), || async {
-        let events = daemon.store.room_events(room).await.expect("room events");
+        let events = daemon
+            .stores
+            .events
+            .room_events(room)
+            .await
+            .expect("events");
         events.into_iter().find(|e| matches(e))
     })
     .await
 }
 
-fn content(event: &RoomEvent) -> Value {
-    let json: Value = serde_json::from_str(&event.json).expect("stored json");
+fn content(event: &EventRecord) -> Value {
+    let json: Value = serde_json::from_str(event.json.json().get()).expect("stored json");
     json["content"].clone()
 }
 
@@ -62,9 +60,12 @@ struct Conversation {
 
 /// Alice (a puppet) creates a room and invites Carol (a password user), who joins;
 /// returns once the daemon has processed Carol's join.
-async fn conversation(slot: &Slot, daemon: &Daemon) -> Conversation {
-    let puppet = puppets(slot, daemon)
-        .ensure(&unique("alice"), Some("Alice"))
+async fn conversation(app: &TestApp) -> Conversation {
+    let daemon = app.daemon();
+    let puppet = app.slot.puppet_id(&unique("alice"));
+    daemon
+        .puppets
+        .ensure(&puppet, "Alice")
         .await
         .expect("puppet");
     let mut carol = MatrixUser::register("carol").await;
@@ -97,25 +98,20 @@ async fn conversation(slot: &Slot, daemon: &Daemon) -> Conversation {
 /// 1. A puppet's message reaches an ordinary user through /sync, and the reply comes
 ///    back to the daemon in a transaction.
 async fn puppet_and_matrix_user_exchange_messages(backends: Backends) {
-    let slot = Slot::lease().await;
-    let provisioned = Provisioned::new(backends).await;
-    let daemon = Daemon::start_ready(daemon_settings(&slot, &provisioned)).await;
+    let app = TestApp::spawn(backends).await;
+    let daemon = app.daemon();
     let Conversation {
         puppet,
         mut carol,
         room,
-    } = conversation(&slot, &daemon).await;
+    } = conversation(&app).await;
 
     // Registering again is harmless and keeps the user.
-    let again = puppets(&slot, &daemon)
-        .ensure(
-            puppet
-                .localpart()
-                .trim_start_matches(&slot.settings.appservice.user_prefix),
-            Some("Alice"),
-        )
-        .await;
-    assert_eq!(again.expect("second ensure"), puppet);
+    daemon
+        .puppets
+        .ensure(&puppet, "Alice")
+        .await
+        .expect("second ensure");
 
     let sent = daemon
         .homeserver
@@ -159,7 +155,7 @@ async fn puppet_and_matrix_user_exchange_messages(backends: Backends) {
     );
 
     let reply = carol.send_text(room.as_str(), "hi Alice").await;
-    let got = wait_for_event(&daemon, &room, "Carol's reply reaches the daemon", |e| {
+    let got = wait_for_event(daemon, &room, "Carol's reply reaches the daemon", |e| {
         e.event_id == reply.as_str()
     })
     .await;
@@ -186,12 +182,9 @@ async fn puppet_and_matrix_user_exchange_messages(backends: Backends) {
     };
     assert_eq!(query(puppet.to_string()).await, 200);
     assert_eq!(
-        query(slot.puppet_id(&unique("nobody")).to_string()).await,
+        query(app.slot.puppet_id(&unique("nobody")).to_string()).await,
         404
     );
-
-    daemon.stop().await;
-    provisioned.cleanup().await;
 }
 
 fn message(room: &str, event_id: &str, body: &str) -> Value {
@@ -204,16 +197,20 @@ fn message(room: &str, event_id: &str, body: &str) -> Value {
 
 async fn event_ids(daemon: &Daemon, room: &str) -> Vec<String> {
     let room = RoomId::parse(room).expect("room id");
-    let events = daemon.store.room_events(&room).await.expect("events");
+    let events = daemon
+        .stores
+        .events
+        .room_events(&room)
+        .await
+        .expect("events");
     events.into_iter().map(|e| e.event_id.to_string()).collect()
 }
 
 /// 2. The same transaction twice is processed once; the same txnId with another body
 ///    (Synapse restarted and counts from 1 again) is processed again.
 async fn a_transaction_is_processed_once_and_a_restarted_txn_id_again(backends: Backends) {
-    let slot = Slot::lease().await;
-    let provisioned = Provisioned::new(backends).await;
-    let daemon = Daemon::start_ready(daemon_settings(&slot, &provisioned)).await;
+    let app = TestApp::spawn(backends).await;
+    let daemon = app.daemon();
     let room = format!("!{}:localhost", unique("r"));
     let (e1, e2, e3) = (
         format!("${}", unique("a")),
@@ -227,13 +224,13 @@ async fn a_transaction_is_processed_once_and_a_restarted_txn_id_again(backends: 
         assert_eq!(r.status(), 200);
         assert_eq!(r.json::<Value>().await.expect("json"), json!({}));
     }
-    assert_eq!(event_ids(&daemon, &room).await, [e1.clone(), e2.clone()]);
+    assert_eq!(event_ids(daemon, &room).await, [e1.clone(), e2.clone()]);
 
     // A restarted Synapse: txnId 1 again, new events (and one it had sent before).
     let after_restart =
         json!({"events": [message(&room, &e3, "three"), message(&room, &e1, "one")]});
     assert_eq!(daemon.push("1", &after_restart).await.status(), 200);
-    assert_eq!(event_ids(&daemon, &room).await, [e1, e2, e3]);
+    assert_eq!(event_ids(daemon, &room).await, [e1, e2, e3]);
 
     let metrics = http()
         .get(format!("{}/metrics", daemon.base_url))
@@ -246,16 +243,12 @@ async fn a_transaction_is_processed_once_and_a_restarted_txn_id_again(backends: 
         "{text}"
     );
     assert!(text.contains("chatsender_events_processed_total"), "{text}");
-
-    daemon.stop().await;
-    provisioned.cleanup().await;
 }
 
 /// 3. Without the hs_token nothing is processed.
 async fn a_wrong_or_missing_hs_token_is_refused_and_nothing_processed(backends: Backends) {
-    let slot = Slot::lease().await;
-    let provisioned = Provisioned::new(backends).await;
-    let daemon = Daemon::start_ready(daemon_settings(&slot, &provisioned)).await;
+    let app = TestApp::spawn(backends).await;
+    let daemon = app.daemon();
     let room = format!("!{}:localhost", unique("r"));
     let body = json!({"events": [message(&room, &format!("${}", unique("e")), "forged")]});
     let url = |path: &str| format!("{}{path}", daemon.base_url);
@@ -297,7 +290,7 @@ async fn a_wrong_or_missing_hs_token_is_refused_and_nothing_processed(backends: 
         .expect("ping");
     assert_eq!(ping.status(), 401);
     assert!(
-        event_ids(&daemon, &room).await.is_empty(),
+        event_ids(daemon, &room).await.is_empty(),
         "nothing was processed"
     );
 
@@ -312,7 +305,7 @@ async fn a_wrong_or_missing_hs_token_is_refused_and_nothing_processed(backends: 
         .await
         .expect("put");
     assert_eq!(legacy.status(), 200);
-    assert_eq!(event_ids(&daemon, &room).await.len(), 1);
+    assert_eq!(event_ids(daemon, &room).await.len(), 1);
 
     let unknown = http()
         .get(url("/_matrix/app/v1/thirdparty/protocol/x"))
@@ -325,9 +318,6 @@ async fn a_wrong_or_missing_hs_token_is_refused_and_nothing_processed(backends: 
         unknown.json::<Value>().await.expect("json")["errcode"],
         "M_UNRECOGNIZED"
     );
-
-    daemon.stop().await;
-    provisioned.cleanup().await;
 }
 
 /// 4. Messages sent while the daemon is down are all processed, once, after it
@@ -335,12 +325,9 @@ async fn a_wrong_or_missing_hs_token_is_refused_and_nothing_processed(backends: 
 async fn messages_sent_while_the_daemon_is_down_are_processed_once_after_restart(
     backends: Backends,
 ) {
-    let slot = Slot::lease().await;
-    let provisioned = Provisioned::new(backends).await;
-    let settings = daemon_settings(&slot, &provisioned);
-    let daemon = Daemon::start_ready(settings.clone()).await;
-    let Conversation { carol, room, .. } = conversation(&slot, &daemon).await;
-    daemon.stop().await;
+    let mut app = TestApp::spawn(backends).await;
+    let Conversation { carol, room, .. } = conversation(&app).await;
+    app.stop().await;
 
     let mut sent = Vec::new();
     for i in 0..5 {
@@ -351,12 +338,13 @@ async fn messages_sent_while_the_daemon_is_down_are_processed_once_after_restart
         );
     }
 
-    let daemon = Daemon::start_ready(settings).await;
+    app.start().await;
+    let daemon = app.daemon();
     let ids = wait_until(
         "every message sent during the outage is processed",
         Duration::from_secs(60),
         || async {
-            let ids = event_ids(&daemon, room.as_str()).await;
+            let ids = event_ids(daemon, room.as_str()).await;
             sent.iter().all(|s| ids.contains(s)).then_some(ids)
         },
     )
@@ -372,9 +360,6 @@ async fn messages_sent_while_the_daemon_is_down_are_processed_once_after_restart
     unique_ids.sort();
     unique_ids.dedup();
     assert_eq!(unique_ids.len(), ids.len(), "no event recorded twice");
-
-    daemon.stop().await;
-    provisioned.cleanup().await;
 }
 
 /// 5. With Synapse down at start `/ready` names the homeserver; once Synapse is up the
@@ -395,11 +380,9 @@ async fn the_daemon_becomes_ready_when_synapse_comes_up(backends: Backends) {
     )
     .expect("write config");
     let registration = dir.path().join("registration.yaml");
-    chatsender::appservice::registration::write(&config, &registration).expect("registration");
+    chatsender::cli::registration::write(&config, &registration).expect("registration");
     let mut settings = Settings::load(&config).expect("config");
-    settings.database.url = provisioned.database.clone();
-    settings.redis.url = provisioned.redis_url.clone().map(Into::into);
-    settings.redis.key_prefix = provisioned.key_prefix.clone();
+    provisioned.apply(&mut settings);
 
     let daemon = Daemon::start(settings).await;
     let ready = http()
@@ -429,14 +412,12 @@ async fn the_daemon_becomes_ready_when_synapse_comes_up(backends: Backends) {
 
     daemon.stop().await;
     drop(synapse);
-    provisioned.cleanup().await;
 }
 
 /// 6. Malformed events are skipped; the valid ones in the same transaction processed.
 async fn malformed_events_are_skipped_and_the_rest_processed(backends: Backends) {
-    let slot = Slot::lease().await;
-    let provisioned = Provisioned::new(backends).await;
-    let daemon = Daemon::start_ready(daemon_settings(&slot, &provisioned)).await;
+    let app = TestApp::spawn(backends).await;
+    let daemon = app.daemon();
     let room = format!("!{}:localhost", unique("r"));
     let (good1, good2) = (format!("${}", unique("g")), format!("${}", unique("h")));
     let mut odd_content = message(&room, &good2, "x");
@@ -451,7 +432,7 @@ async fn malformed_events_are_skipped_and_the_rest_processed(backends: Backends)
     ]});
     let r = daemon.push(&unique("t"), &body).await;
     assert_eq!(r.status(), 200);
-    assert_eq!(event_ids(&daemon, &room).await, [good1, good2]);
+    assert_eq!(event_ids(daemon, &room).await, [good1, good2]);
 
     let not_json = http()
         .put(format!("{}/_matrix/app/v1/transactions/9", daemon.base_url))
@@ -472,9 +453,6 @@ async fn malformed_events_are_skipped_and_the_rest_processed(backends: Backends)
         not_json.json::<Value>().await.expect("json")["errcode"],
         "M_NOT_JSON"
     );
-
-    daemon.stop().await;
-    provisioned.cleanup().await;
 }
 
 /// SIGTERM while a transaction is being received: the daemon answers it, records it,
@@ -548,8 +526,9 @@ async fn sigterm_lets_the_transaction_in_flight_finish(backends: Backends) {
         url: provisioned.database.clone(),
         max_connections: 1,
     };
-    let store = chatsender::store::connect(&settings).await.expect("store");
-    let recorded = store
+    let stores = chatsender::store::connect(&settings).await.expect("store");
+    let recorded = stores
+        .events
         .room_events(&RoomId::parse(&room).expect("room"))
         .await
         .expect("events");
@@ -559,6 +538,4 @@ async fn sigterm_lets_the_transaction_in_flight_finish(backends: Backends) {
         "the transaction answered during shutdown was recorded"
     );
     assert_eq!(recorded[0].event_id.as_str(), event_id);
-
-    provisioned.cleanup().await;
 }

@@ -1,128 +1,27 @@
-//! Conversations through the JSON API and the live stream, against a real Synapse.
+//! Conversations through the JSON API, against a real Synapse: rooms, history,
+//! access control, bad input, and an ordinary Matrix client on the other side.
 
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::for_each_backend;
-use crate::harness::{
-    Backends, CacheKind, Daemon, EventStream, MatrixUser, Slot, daemon_settings, env, http, unique,
-    urlencode,
-};
-use crate::login::{Setup, setup};
+use crate::clients::{room_of_two, room_path};
+use crate::harness::{Backends, MatrixUser, TestApp, env, http, urlencode};
+use crate::{for_each_backend, on_sqlite};
 
 for_each_backend!(
     two_key_holders_talk_and_page_through_history,
     nobody_reads_or_acts_outside_their_rooms,
-    live_events_cross_daemons_and_survive_reconnects,
-    bad_input_gets_errcodes_that_name_the_problem,
     a_user_of_a_standard_matrix_client_talks_with_chatsender_users,
 );
-
-/// A logged-in ChatSender user.
-struct User {
-    base: String,
-    token: String,
-    user_id: String,
-}
-
-impl User {
-    async fn new(s: &Setup, name: &str) -> User {
-        let name = unique(name);
-        let (key_json, key) = s.generate(&["--name", &name]);
-        let token = s.login(&key).await;
-        User {
-            base: s.daemon.base_url.clone(),
-            token,
-            user_id: key_json["user_id"].as_str().expect("user").to_owned(),
-        }
-    }
-
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut request = http()
-            .request(method, format!("{}/api/v1{path}", self.base))
-            .bearer_auth(&self.token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("api call");
-        let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn ok(&self, method: Method, path: &str, body: Option<Value>) -> Value {
-        let (status, value) = self.call(method, path, body).await;
-        assert!(status.is_success(), "{path}: {status} {value}");
-        value
-    }
-
-    async fn events(&self) -> EventStream {
-        EventStream::connect(&self.base, &self.token, None).await
-    }
-
-    async fn send(&self, room: &str, body: &str) -> String {
-        let path = format!("/rooms/{}/send/{}", urlencode(room), unique("t"));
-        self.ok(Method::PUT, &path, Some(json!({"body": body})))
-            .await["event_id"]
-            .as_str()
-            .expect("event_id")
-            .to_owned()
-    }
-
-    async fn messages(&self, room: &str, query: &str) -> (StatusCode, Value) {
-        self.call(
-            Method::GET,
-            &format!("/rooms/{}/messages{query}", urlencode(room)),
-            None,
-        )
-        .await
-    }
-}
-
-fn room_path(room: &str, action: &str) -> String {
-    format!("/rooms/{}/{action}", urlencode(room))
-}
-
-/// Alice opens a room and invites Bob, who sees the invite and joins.
-async fn room_of_two(alice: &User, bob: &User, bob_events: &mut EventStream) -> String {
-    let created = alice
-        .ok(
-            Method::POST,
-            "/rooms",
-            Some(json!({"name": "Tea", "invite": [bob.user_id]})),
-        )
-        .await;
-    let room = created["room_id"].as_str().expect("room_id").to_owned();
-    let (invite, _) = bob_events
-        .wait_for("Bob's invite", |e| {
-            e.event == "membership"
-                && e.data["room_id"] == room.as_str()
-                && e.data["membership"] == "invite"
-        })
-        .await;
-    assert_eq!(invite.data["user_id"], bob.user_id.as_str());
-    assert_eq!(invite.data["sender"], alice.user_id.as_str());
-    let rooms = bob.ok(Method::GET, "/rooms", None).await;
-    let listed = rooms["invites"]
-        .as_array()
-        .expect("invites")
-        .iter()
-        .find(|i| i["room_id"] == room.as_str())
-        .cloned();
-    let listed = listed.expect("the invite is listed");
-    assert_eq!(listed["inviter"], alice.user_id.as_str());
-    assert_eq!(listed["name"], "Tea");
-    bob.ok(Method::POST, &room_path(&room, "join"), Some(json!({})))
-        .await;
-    room
-}
+on_sqlite!(bad_input_gets_errcodes_that_name_the_problem);
 
 /// 1. Two key holders talk: invite on the stream and in `GET /rooms`, messages on
 ///    both streams and in history, in order, with paging through 300 messages.
 async fn two_key_holders_talk_and_page_through_history(backends: Backends) {
-    let s = setup(backends, |_| {}).await;
-    let (alice, bob) = (User::new(&s, "alice").await, User::new(&s, "bob").await);
+    let s = TestApp::spawn(backends).await;
+    let (alice, bob) = (s.user("alice").await, s.user("bob").await);
     let (mut alice_events, mut bob_events) = (alice.events().await, bob.events().await);
     let room = room_of_two(&alice, &bob, &mut bob_events).await;
     alice_events
@@ -247,17 +146,16 @@ async fn two_key_holders_talk_and_page_through_history(backends: Backends) {
         seen, sent,
         "the history holds the 304 messages, once each, in the order sent"
     );
-    s.finish().await;
 }
 
 /// 3. A user cannot read, send to or invite into a room they are not in, nor see
 ///    another user's stream.
 async fn nobody_reads_or_acts_outside_their_rooms(backends: Backends) {
-    let s = setup(backends, |_| {}).await;
+    let s = TestApp::spawn(backends).await;
     let (alice, bob, mallory) = (
-        User::new(&s, "alice").await,
-        User::new(&s, "bob").await,
-        User::new(&s, "mallory").await,
+        s.user("alice").await,
+        s.user("bob").await,
+        s.user("mallory").await,
     );
     let mut mallory_events = mallory.events().await;
     let mut bob_events = bob.events().await;
@@ -300,113 +198,12 @@ async fn nobody_reads_or_acts_outside_their_rooms(backends: Backends) {
     if let Some(event) = mallory_events.next(Duration::from_millis(500)).await {
         panic!("Mallory's stream showed {event:?}");
     }
-    s.finish().await;
-}
-
-/// 4 and 5. The same txn_id gives one event; with Redis, a stream client on another
-/// daemon gets the message, and after that daemon dies, reconnecting elsewhere with
-/// Last-Event-ID loses and repeats nothing; a restart keeps rooms, history and
-/// sessions.
-async fn live_events_cross_daemons_and_survive_reconnects(backends: Backends) {
-    let mut s = setup(backends, |_| {}).await;
-    let (alice, bob) = (User::new(&s, "alice").await, User::new(&s, "bob").await);
-    let mut bob_events = bob.events().await;
-    let room = room_of_two(&alice, &bob, &mut bob_events).await;
-
-    let path = format!("/rooms/{}/send/{}", urlencode(&room), unique("same"));
-    let first = alice
-        .ok(Method::PUT, &path, Some(json!({"body": "once"})))
-        .await;
-    let second = alice
-        .ok(Method::PUT, &path, Some(json!({"body": "once"})))
-        .await;
-    assert_eq!(
-        first["event_id"], second["event_id"],
-        "the same txn_id gives the same event"
-    );
-
-    // Bob listens on a second daemon (Redis mode) or reconnects to the same one.
-    let other = if backends.cache == CacheKind::Redis {
-        let slot = Slot::lease().await;
-        let daemon = Daemon::start_ready(daemon_settings(&slot, &s.provisioned)).await;
-        Some((daemon, slot))
-    } else {
-        None
-    };
-    let listen_at = other
-        .as_ref()
-        .map_or(s.daemon.base_url.clone(), |(d, _)| d.base_url.clone());
-    let mut on_other = EventStream::connect(&listen_at, &bob.token, None).await;
-    let a = alice.send(&room, "a").await;
-    let (got, _) = on_other
-        .wait_for("message a on the other daemon", |e| {
-            e.data["event_id"] == a.as_str()
-        })
-        .await;
-    assert_eq!(got.data["body"], "a");
-    let cursor = on_other.last_id.clone().expect("an id");
-    drop(on_other);
-    if let Some((daemon, _slot)) = other {
-        daemon.stop().await;
-    }
-    let missed = [alice.send(&room, "b").await, alice.send(&room, "c").await];
-    let mut resumed = EventStream::connect(&s.daemon.base_url, &bob.token, Some(&cursor)).await;
-    let mut got = Vec::new();
-    while got.len() < 2 {
-        let event = resumed
-            .next(Duration::from_secs(30))
-            .await
-            .expect("replayed events");
-        if event.event == "message" {
-            got.push(event.data["event_id"].as_str().expect("id").to_owned());
-        }
-    }
-    assert_eq!(got, missed, "missed messages replayed once, in order");
-    if let Some(extra) = resumed.next(Duration::from_millis(500)).await {
-        panic!("nothing else is replayed, got {extra:?}");
-    }
-    drop(resumed);
-
-    // A cursor the stream does not know gets `reset`.
-    let mut stale = EventStream::connect(&s.daemon.base_url, &bob.token, Some("0-1")).await;
-    let reset = stale.next(Duration::from_secs(10)).await.expect("an event");
-    assert_eq!(reset.event, "reset");
-    let newest = reset.id.clone().expect("a reset carries the newest id");
-    drop(stale);
-    let mut after_reset = EventStream::connect(&s.daemon.base_url, &bob.token, Some(&newest)).await;
-    if let Some(extra) = after_reset.next(Duration::from_millis(500)).await {
-        panic!("resuming from the reset's id repeats nothing, got {extra:?}");
-    }
-    drop(after_reset);
-
-    // A restart keeps rooms, history and sessions.
-    let settings = s.slot_settings();
-    s.daemon.stop().await;
-    s.daemon = Daemon::start_ready(settings).await;
-    let rooms = bob.ok(Method::GET, "/rooms", None).await;
-    assert!(
-        rooms["rooms"]
-            .as_array()
-            .expect("rooms")
-            .iter()
-            .any(|r| r["room_id"] == room.as_str())
-    );
-    let (status, page) = bob.messages(&room, "?limit=3").await;
-    assert_eq!(status, 200);
-    let bodies: Vec<&str> = page["messages"]
-        .as_array()
-        .expect("messages")
-        .iter()
-        .filter_map(|m| m["body"].as_str())
-        .collect();
-    assert_eq!(bodies, ["a", "b", "c"]);
-    s.finish().await;
 }
 
 /// 6. Bad input gets its errcode and a message that names the problem.
 async fn bad_input_gets_errcodes_that_name_the_problem(backends: Backends) {
-    let s = setup(backends, |_| {}).await;
-    let (alice, bob) = (User::new(&s, "alice").await, User::new(&s, "bob").await);
+    let s = TestApp::spawn(backends).await;
+    let (alice, bob) = (s.user("alice").await, s.user("bob").await);
     let mut bob_events = bob.events().await;
     let room = room_of_two(&alice, &bob, &mut bob_events).await;
 
@@ -526,15 +323,14 @@ async fn bad_input_gets_errcodes_that_name_the_problem(backends: Backends) {
         raw.json::<Value>().await.expect("json")["errcode"],
         "M_NOT_JSON"
     );
-    s.finish().await;
 }
 
 /// 2. An ordinary Matrix user on matrix-nio is invited by a ChatSender user, joins
 ///    and talks both ways; their encrypted event arrives as `kind: encrypted`; their
 ///    invite to a ChatSender user shows up as an invite.
 async fn a_user_of_a_standard_matrix_client_talks_with_chatsender_users(backends: Backends) {
-    let s = setup(backends, |_| {}).await;
-    let alice = User::new(&s, "alice").await;
+    let s = TestApp::spawn(backends).await;
+    let alice = s.user("alice").await;
     let mut alice_events = alice.events().await;
     let carol = MatrixUser::register("carol").await;
     let created = alice
@@ -669,29 +465,4 @@ async fn a_user_of_a_standard_matrix_client_talks_with_chatsender_users(backends
         members.contains(&carol.user_id.as_str()),
         "the room's earlier members are known after joining: {members:?}"
     );
-    s.finish().await;
-}
-
-/// The stream sends a `: keepalive` comment every 15 s (the same code on every
-/// backend, so tested once).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_stream_sends_keepalives() {
-    let s = setup(Backends::SQLITE_EMBEDDED, |_| {}).await;
-    let alice = User::new(&s, "alice").await;
-    let mut events = alice.events().await;
-    let started = std::time::Instant::now();
-    while !events.comments.iter().any(|c| c == "keepalive") {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "no keepalive within 20 s"
-        );
-        if let Some(event) = events.next(Duration::from_secs(1)).await {
-            panic!("an idle stream sent {event:?}");
-        }
-    }
-    assert!(
-        started.elapsed() >= Duration::from_secs(10),
-        "keepalives are not sent too often"
-    );
-    s.finish().await;
 }

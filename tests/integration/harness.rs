@@ -1,5 +1,6 @@
-//! The integration-test harness: a real Synapse (started by `scripts/test`), the
-//! daemon in process, and a fresh database and cache namespace per test.
+//! The integration-test harness: [`TestApp::spawn`] runs a daemon in process against
+//! the real Synapse that `scripts/test` started, on a fresh database and cache
+//! namespace, and removes them again when it is dropped.
 //!
 //! `scripts/test` generates several appservice registrations ("slots") with the
 //! daemon's own `chatsender registration` and starts one Synapse that loads them all.
@@ -9,19 +10,27 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use chatsender::config::{DatabaseUrl, Settings};
+use chatsender::config::{RateLimit, Settings};
+use chatsender::identity::{Namespace, Puppets};
+use chatsender::live::Live;
+use chatsender::matrix::Homeserver;
 use chatsender::startup::Application;
-use chatsender::store::Store;
+use chatsender::store::Stores;
+use ed25519_dalek::SigningKey;
+use ed25519_dalek::pkcs8::DecodePrivateKey;
 use rand::Rng;
-use secrecy::{ExposeSecret, SecretString};
+use reqwest::StatusCode;
+use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sqlx::Connection;
 use tokio_util::sync::CancellationToken;
+
+pub use crate::clients::{EventStream, MatrixUser, User, public_b64, sign_challenge};
+pub use crate::provision::{Backends, CacheKind, Provisioned};
 
 /// What `scripts/test` set up.
 #[derive(Debug, Deserialize)]
@@ -85,172 +94,34 @@ where
     }
 }
 
-// --- Backends --------------------------------------------------------------------
-
-/// Which store the daemon under test uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoreKind {
-    Sqlite,
-    Mariadb,
+/// Runs `work` to completion from synchronous code inside a test (a `Drop`).
+pub fn block_on<F: std::future::Future<Output = ()>>(work: F) {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(work));
 }
 
-/// Which cache the daemon under test uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CacheKind {
-    Embedded,
-    Redis,
+/// A shared HTTP client.
+pub fn http() -> &'static reqwest::Client {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    CLIENT.get_or_init(|| {
+        chatsender::install_tls_provider();
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("client")
+    })
 }
 
-/// A store and a cache backend.
-#[derive(Debug, Clone, Copy)]
-pub struct Backends {
-    pub store: StoreKind,
-    pub cache: CacheKind,
+/// Percent-encodes a path segment.
+pub fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
-fn skipped(var: &str) -> bool {
-    std::env::var_os(var).is_some()
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-impl Backends {
-    /// For tests of behaviour that does not depend on the backends.
-    pub const SQLITE_EMBEDDED: Backends = Backends {
-        store: StoreKind::Sqlite,
-        cache: CacheKind::Embedded,
-    };
-
-    /// False (said loudly) when a backend this test needs was reported missing by
-    /// `scripts/test`; never on CI, where `scripts/test` fails instead.
-    pub fn available(self) -> bool {
-        let missing = match (self.store, self.cache) {
-            (StoreKind::Mariadb, _) if skipped("CHATSENDER_TEST_SKIP_MARIADB") => Some("MariaDB"),
-            (_, CacheKind::Redis) if skipped("CHATSENDER_TEST_SKIP_REDIS") => Some("Redis"),
-            _ => None,
-        };
-        if let Some(missing) = missing {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "{missing} is required on CI"
-            );
-            eprintln!(
-                "!!! NOT COVERED: {missing} is not available; this test did not run with {self:?}"
-            );
-            return false;
-        }
-        true
-    }
-}
-
-/// A fresh database and cache namespace, removed by [`Provisioned::cleanup`].
-pub struct Provisioned {
-    pub database: DatabaseUrl,
-    pub redis_url: Option<String>,
-    pub key_prefix: String,
-    mysql_database: Option<String>,
-    _dir: tempfile::TempDir,
-}
-
-fn mysql_admin_url() -> String {
-    std::env::var("CHATSENDER_TEST_MYSQL_URL")
-        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
-}
-
-fn redis_url() -> String {
-    std::env::var("CHATSENDER_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
-}
-
-impl Provisioned {
-    /// Creates a SQLite file or a MariaDB database, and a Redis key prefix.
-    pub async fn new(backends: Backends) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let key_prefix = format!("cstest:{}:{}:", run_id(), unique(""));
-        let (database, mysql_database) = match backends.store {
-            StoreKind::Sqlite => {
-                let path = dir.path().join("chatsender.db");
-                (
-                    DatabaseUrl::Sqlite(format!("sqlite://{}", path.display())),
-                    None,
-                )
-            }
-            StoreKind::Mariadb => {
-                let name = unique(&format!("cs_test_{}_", run_id()));
-                let admin = mysql_admin_url();
-                let mut conn = sqlx::MySqlConnection::connect(&admin)
-                    .await
-                    .expect("connect to MariaDB");
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "CREATE DATABASE `{name}` CHARACTER SET utf8mb4"
-                )))
-                .execute(&mut conn)
-                .await
-                .expect("create test database");
-                let mut url = url::Url::parse(&admin).expect("MariaDB URL");
-                url.set_path(&name);
-                (
-                    DatabaseUrl::Mysql(SecretString::from(url.to_string())),
-                    Some(name),
-                )
-            }
-        };
-        let redis_url = (backends.cache == CacheKind::Redis).then(redis_url);
-        Self {
-            database,
-            redis_url,
-            key_prefix,
-            mysql_database,
-            _dir: dir,
-        }
-    }
-
-    /// `CHATSENDER__…` variables that point a daemon process at these backends.
-    pub fn env_overrides(&self) -> Vec<(&'static str, String)> {
-        let database = match &self.database {
-            DatabaseUrl::Sqlite(url) => url.clone(),
-            DatabaseUrl::Mysql(url) => url.expose_secret().to_owned(),
-        };
-        let mut vars = vec![
-            ("CHATSENDER__DATABASE__URL", database),
-            ("CHATSENDER__REDIS__KEY_PREFIX", self.key_prefix.clone()),
-        ];
-        if let Some(url) = &self.redis_url {
-            vars.push(("CHATSENDER__REDIS__URL", url.clone()));
-        }
-        vars
-    }
-
-    /// Drops the MariaDB database and deletes the Redis keys.
-    pub async fn cleanup(self) {
-        if let Some(name) = &self.mysql_database {
-            let mut conn = sqlx::MySqlConnection::connect(&mysql_admin_url())
-                .await
-                .expect("MariaDB");
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS `{name}`"
-            )))
-            .execute(&mut conn)
-            .await
-            .expect("drop test database");
-        }
-        if let Some(url) = &self.redis_url {
-            let client = redis::Client::open(url.as_str()).expect("redis url");
-            let mut conn = client
-                .get_multiplexed_async_connection()
-                .await
-                .expect("redis");
-            let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(format!("{}*", self.key_prefix))
-                .query_async(&mut conn)
-                .await
-                .expect("KEYS");
-            if !keys.is_empty() {
-                let _: u64 = redis::cmd("DEL")
-                    .arg(keys)
-                    .query_async(&mut conn)
-                    .await
-                    .expect("DEL");
-            }
-        }
-    }
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 // --- Slots and daemons -----------------------------------------------------------
@@ -289,55 +160,44 @@ impl Slot {
         .await
     }
 
+    /// This slot's namespace.
+    pub fn namespace(&self) -> Namespace {
+        Namespace::of(&self.settings).expect("namespace")
+    }
+
     /// `@{prefix}{name}:{server}`, a user in this slot's namespace.
     pub fn puppet_id(&self, name: &str) -> ruma::OwnedUserId {
-        ruma::UserId::parse(format!(
-            "@{}{name}:{}",
-            self.settings.appservice.user_prefix, self.settings.homeserver.server_name
-        ))
-        .expect("puppet id")
+        self.namespace().puppet(name).expect("puppet id")
+    }
+
+    /// Settings for a daemon of this slot on the provisioned backends, with the login
+    /// rate limits off (tests log in many times from one address).
+    pub fn daemon_settings(&self, provisioned: &Provisioned) -> Settings {
+        let mut settings = self.settings.clone();
+        provisioned.apply(&mut settings);
+        let off = RateLimit {
+            max: 0,
+            window_secs: 60,
+        };
+        settings.auth.rate_limits.challenge_per_ip = off;
+        settings.auth.rate_limits.challenge_per_key = off;
+        settings.auth.rate_limits.login_per_ip = off;
+        settings
     }
 }
 
-/// Settings for a daemon of `slot` on the provisioned backends.
-pub fn daemon_settings(slot: &Slot, provisioned: &Provisioned) -> Settings {
-    let mut settings = slot.settings.clone();
-    settings.database.url = provisioned.database.clone();
-    settings.database.max_connections = 5;
-    settings.redis.url = provisioned.redis_url.clone().map(SecretString::from);
-    settings.redis.key_prefix = provisioned.key_prefix.clone();
-    // Tests log in many times from one address; the rate-limit test sets its own.
-    let off = chatsender::config::RateLimit {
-        max: 0,
-        window_secs: 60,
-    };
-    settings.auth.rate_limits.challenge_per_ip = off;
-    settings.auth.rate_limits.challenge_per_key = off;
-    settings.auth.rate_limits.login_per_ip = off;
-    settings
-}
-
-/// Runs `chatsender -c <slot config> keygen ARGS` on the provisioned backends.
-pub fn keygen(slot: &Slot, provisioned: &Provisioned, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_chatsender"))
-        .arg("-c")
-        .arg(&slot.config_path)
-        .arg("keygen")
-        .args(args)
-        .envs(provisioned.env_overrides())
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run chatsender keygen")
-}
-
-/// A daemon running in this process.
+/// A daemon running in this process, stopped when dropped.
 pub struct Daemon {
     pub base_url: String,
-    pub store: Arc<dyn Store>,
-    pub homeserver: Arc<dyn chatsender::matrix::Homeserver>,
+    pub stores: Stores,
+    pub homeserver: Arc<dyn Homeserver>,
+    pub puppets: Puppets,
+    pub live: Live,
     pub hs_token: String,
     stop: CancellationToken,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// The slot of a second daemon, released with it.
+    _slot: Option<Slot>,
 }
 
 impl Daemon {
@@ -347,17 +207,21 @@ impl Daemon {
         let hs_token = settings.appservice.hs_token.expose_secret().to_owned();
         let app = Application::build(settings).await.expect("daemon builds");
         let base_url = format!("http://{}", app.local_addr().expect("bound"));
-        let (store, homeserver) = (app.store(), app.homeserver());
+        let (stores, homeserver, puppets, live) =
+            (app.stores(), app.homeserver(), app.puppets(), app.live());
         let stop = CancellationToken::new();
         let stopped = stop.clone();
         let task = tokio::spawn(app.run_until_stopped(async move { stopped.cancelled().await }));
         Daemon {
             base_url,
-            store,
+            stores,
             homeserver,
+            puppets,
+            live,
             hs_token,
             stop,
-            task,
+            task: Some(task),
+            _slot: None,
         }
     }
 
@@ -378,13 +242,14 @@ impl Daemon {
         .await;
     }
 
-    /// Shuts down gracefully and waits until it has stopped.
-    pub async fn stop(self) {
+    /// Shuts down gracefully and waits until it has stopped, cleanly.
+    pub async fn stop(mut self) {
         self.stop.cancel();
-        self.task
-            .await
-            .expect("daemon task")
-            .expect("daemon ran without error");
+        if let Some(task) = self.task.take() {
+            task.await
+                .expect("daemon task")
+                .expect("daemon ran without error");
+        }
     }
 
     /// Pushes a transaction as Synapse would, with this daemon's hs_token.
@@ -402,124 +267,191 @@ impl Daemon {
     }
 }
 
-/// A shared HTTP client.
-pub fn http() -> &'static reqwest::Client {
-    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
-    CLIENT.get_or_init(|| {
-        chatsender::install_tls_provider();
-        reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .expect("client")
-    })
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            block_on(async {
+                let _ = task.await;
+            });
+        }
+    }
 }
 
-// --- Ordinary Matrix users ---------------------------------------------------------
-
-/// An ordinary (password) user on the shared Synapse, driven over the Client-Server API.
-pub struct MatrixUser {
-    pub user_id: String,
-    pub token: String,
-    base: String,
-    since: Option<String>,
+/// A daemon against the shared Synapse on fresh backends, with a scratch directory;
+/// everything is stopped and removed when it is dropped.
+pub struct TestApp {
+    daemon: Option<Daemon>,
+    pub slot: Slot,
+    pub provisioned: Provisioned,
+    pub dir: tempfile::TempDir,
+    tune: Arc<dyn Fn(&mut Settings) + Send + Sync>,
 }
 
-impl MatrixUser {
-    /// Registers a new user with a password.
-    pub async fn register(name_prefix: &str) -> MatrixUser {
-        let base = env().synapse_url.clone();
-        let username = unique(name_prefix);
-        let body = json!({
-            "username": username, "password": "correct horse battery staple",
-            "auth": {"type": "m.login.dummy"}, "inhibit_login": false,
-        });
-        let r: Value = http()
-            .post(format!("{base}/_matrix/client/v3/register"))
-            .json(&body)
+impl TestApp {
+    /// A ready daemon on fresh `backends`.
+    pub async fn spawn(backends: Backends) -> TestApp {
+        Self::spawn_with(backends, |_| {}).await
+    }
+
+    /// A ready daemon on fresh `backends`, with settings changed by `tune` (also on
+    /// every restart).
+    pub async fn spawn_with(
+        backends: Backends,
+        tune: impl Fn(&mut Settings) + Send + Sync + 'static,
+    ) -> TestApp {
+        let slot = Slot::lease().await;
+        let provisioned = Provisioned::new(backends).await;
+        let mut app = TestApp {
+            daemon: None,
+            slot,
+            provisioned,
+            dir: tempfile::tempdir().expect("tempdir"),
+            tune: Arc::new(tune),
+        };
+        app.start().await;
+        app
+    }
+
+    /// The settings the daemon runs with.
+    pub fn settings(&self) -> Settings {
+        let mut settings = self.slot.daemon_settings(&self.provisioned);
+        (self.tune)(&mut settings);
+        settings
+    }
+
+    /// The running daemon.
+    pub fn daemon(&self) -> &Daemon {
+        self.daemon.as_ref().expect("the daemon is running")
+    }
+
+    /// Stops the daemon (the backends stay).
+    pub async fn stop(&mut self) {
+        if let Some(daemon) = self.daemon.take() {
+            daemon.stop().await;
+        }
+    }
+
+    /// Starts the daemon (again) and waits until it is ready.
+    pub async fn start(&mut self) {
+        self.daemon = Some(Daemon::start_ready(self.settings()).await);
+    }
+
+    /// A second daemon on the same backends (another slot), as in a scale-out.
+    pub async fn another_daemon(&self) -> Daemon {
+        let slot = Slot::lease().await;
+        let mut settings = slot.daemon_settings(&self.provisioned);
+        (self.tune)(&mut settings);
+        let mut daemon = Daemon::start_ready(settings).await;
+        daemon._slot = Some(slot);
+        daemon
+    }
+
+    /// Runs `chatsender -c <slot config> keygen ARGS` on these backends.
+    pub fn keygen(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_chatsender"))
+            .arg("-c")
+            .arg(&self.slot.config_path)
+            .arg("keygen")
+            .args(args)
+            .envs(self.provisioned.env_overrides())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run chatsender keygen")
+    }
+
+    /// `keygen generate 1 --json` (with extra args); returns the key and its PEM file.
+    pub fn generate(&self, extra: &[&str]) -> (Value, SigningKey) {
+        let out = self.dir.path().to_str().expect("utf-8 path");
+        let mut args = vec!["generate", "1", "--json", "--out", out];
+        args.extend_from_slice(extra);
+        let output = self.keygen(&args);
+        assert!(
+            output.status.success(),
+            "keygen generate: {}",
+            stderr(&output)
+        );
+        let keys: Vec<Value> = serde_json::from_slice(&output.stdout).expect("generate --json");
+        let key = keys.into_iter().next().expect("one key");
+        let pem =
+            std::fs::read_to_string(key["private_key_file"].as_str().expect("file")).expect("pem");
+        (key, SigningKey::from_pkcs8_pem(&pem).expect("PKCS#8 PEM"))
+    }
+
+    /// The web client's origin.
+    pub fn origin(&self) -> String {
+        self.slot.settings.auth.origin.clone()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.daemon().base_url)
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        let r = http()
+            .post(self.url(path))
+            .json(body)
             .send()
             .await
-            .expect("register")
-            .json()
+            .expect("post");
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn challenge(&self, public_key: &str) -> (StatusCode, Value) {
+        self.post("/api/v1/auth/challenge", &json!({"public_key": public_key}))
             .await
-            .expect("register answer");
-        let token = r["access_token"]
-            .as_str()
-            .unwrap_or_else(|| panic!("registration failed: {r}"));
-        MatrixUser {
-            user_id: r["user_id"].as_str().expect("user_id").to_owned(),
-            token: token.to_owned(),
-            base,
-            since: None,
-        }
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut request = http()
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("client request");
-        let status = response.status();
-        let value: Value = response.json().await.unwrap_or(Value::Null);
-        assert!(status.is_success(), "{path} answered {status}: {value}");
-        value
+    pub async fn login_raw(&self, challenge_id: &str, signature: &str) -> (StatusCode, Value) {
+        let body = json!({"challenge_id": challenge_id, "signature": signature});
+        self.post("/api/v1/auth/login", &body).await
     }
 
-    /// Joins a room (after an invite).
-    pub async fn join(&self, room_id: &str) {
-        let path = format!("/_matrix/client/v3/join/{}", urlencode(room_id));
-        self.call(reqwest::Method::POST, &path, Some(json!({})))
-            .await;
+    /// Answers `challenge` with `key`'s signature.
+    pub async fn answer(&self, key: &SigningKey, challenge: &Value) -> (StatusCode, Value) {
+        let id = challenge["challenge_id"].as_str().expect("a challenge id");
+        self.login_raw(id, &sign_challenge(key, challenge)).await
     }
 
-    /// Sends a text message; returns its event id.
-    pub async fn send_text(&self, room_id: &str, body: &str) -> String {
-        let path = format!(
-            "/_matrix/client/v3/rooms/{}/send/m.room.message/{}",
-            urlencode(room_id),
-            unique("t")
-        );
-        let r = self
-            .call(
-                reqwest::Method::PUT,
-                &path,
-                Some(json!({"msgtype": "m.text", "body": body})),
-            )
-            .await;
-        r["event_id"].as_str().expect("event_id").to_owned()
+    /// A full login with `key`; returns the access token.
+    pub async fn login(&self, key: &SigningKey) -> String {
+        let (status, challenge) = self.challenge(&public_b64(key)).await;
+        assert_eq!(status, 200, "{challenge}");
+        let (status, session) = self.answer(key, &challenge).await;
+        assert_eq!(status, 200, "{session}");
+        session["access_token"].as_str().expect("token").to_owned()
     }
 
-    /// Syncs until `find` picks something out of a sync answer.
-    pub async fn sync_until<T>(
-        &mut self,
-        what: &str,
-        mut find: impl FnMut(&Value) -> Option<T>,
-    ) -> T {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let mut path = "/_matrix/client/v3/sync?timeout=1000".to_owned();
-            if let Some(since) = &self.since {
-                path.push_str(&format!("&since={since}"));
-            }
-            let r = self.call(reqwest::Method::GET, &path, None).await;
-            self.since = r["next_batch"].as_str().map(str::to_owned);
-            if let Some(found) = find(&r) {
-                return found;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} never saw {what} in /sync",
-                self.user_id
-            );
+    pub async fn me(&self, token: &str) -> (StatusCode, Value) {
+        let r = http()
+            .get(self.url("/api/v1/me"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("me");
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A new ChatSender user called `name…`, logged in.
+    pub async fn user(&self, name: &str) -> User {
+        let name = unique(name);
+        let (key_json, key) = self.generate(&["--name", &name]);
+        let token = self.login(&key).await;
+        User {
+            base: self.daemon().base_url.clone(),
+            token,
+            user_id: key_json["user_id"].as_str().expect("user").to_owned(),
         }
     }
 }
 
-/// Percent-encodes a path segment.
-pub fn urlencode(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        // The daemon stops before its slot and backends go.
+        drop(self.daemon.take());
+    }
 }
 
 // --- Extra Synapse instances -------------------------------------------------------
@@ -575,135 +507,4 @@ pub fn free_port() -> u16 {
         .local_addr()
         .expect("addr")
         .port()
-}
-
-// --- The backend matrix ------------------------------------------------------------
-
-/// Declares one `#[tokio::test]` per store × cache for each async fn `name(Backends)`.
-#[macro_export]
-macro_rules! for_each_backend {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                use $crate::harness::{Backends, CacheKind, StoreKind};
-                async fn run(store: StoreKind, cache: CacheKind) {
-                    let backends = Backends { store, cache };
-                    if backends.available() {
-                        super::$name(backends).await;
-                    }
-                }
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite_embedded() { run(StoreKind::Sqlite, CacheKind::Embedded).await }
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite_redis() { run(StoreKind::Sqlite, CacheKind::Redis).await }
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn mariadb_embedded() { run(StoreKind::Mariadb, CacheKind::Embedded).await }
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn mariadb_redis() { run(StoreKind::Mariadb, CacheKind::Redis).await }
-            }
-        )*
-    };
-}
-
-// --- Server-Sent Events ------------------------------------------------------------
-
-/// One SSE event.
-#[derive(Debug, Clone)]
-pub struct SseEvent {
-    pub id: Option<String>,
-    pub event: String,
-    pub data: Value,
-}
-
-/// A live `GET /api/v1/events` connection.
-pub struct EventStream {
-    body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
-    buffer: String,
-    /// The id of the last event read, for reconnecting.
-    pub last_id: Option<String>,
-    /// Comment lines read (`: keepalive`).
-    pub comments: Vec<String>,
-}
-
-impl EventStream {
-    /// Connects as `token`, resuming after `last_event_id` if given.
-    pub async fn connect(base_url: &str, token: &str, last_event_id: Option<&str>) -> EventStream {
-        let mut request = http()
-            .get(format!("{base_url}/api/v1/events"))
-            .bearer_auth(token);
-        if let Some(id) = last_event_id {
-            request = request.header("last-event-id", id);
-        }
-        let response = request
-            .timeout(Duration::from_secs(3600))
-            .send()
-            .await
-            .expect("events");
-        assert_eq!(response.status(), 200, "GET /api/v1/events");
-        EventStream {
-            body: Box::pin(response.bytes_stream()),
-            buffer: String::new(),
-            last_id: last_event_id.map(str::to_owned),
-            comments: Vec::new(),
-        }
-    }
-
-    /// The next event, or `None` if none comes within `timeout`.
-    pub async fn next(&mut self, timeout: Duration) -> Option<SseEvent> {
-        use futures_util::StreamExt;
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            if let Some(end) = self.buffer.find("\n\n") {
-                let block: String = self.buffer.drain(..end + 2).collect();
-                let (mut id, mut event, mut data) = (None, "message".to_owned(), String::new());
-                for line in block.lines() {
-                    if let Some(comment) = line.strip_prefix(':') {
-                        self.comments.push(comment.trim().to_owned());
-                    } else if let Some(v) = line.strip_prefix("id:") {
-                        id = Some(v.trim_start().to_owned());
-                    } else if let Some(v) = line.strip_prefix("event:") {
-                        event = v.trim_start().to_owned();
-                    } else if let Some(v) = line.strip_prefix("data:") {
-                        data.push_str(v.strip_prefix(' ').unwrap_or(v));
-                    }
-                }
-                if data.is_empty() && id.is_none() {
-                    continue; // A comment (keepalive).
-                }
-                if id.is_some() {
-                    self.last_id.clone_from(&id);
-                }
-                return Some(SseEvent {
-                    id,
-                    event,
-                    data: serde_json::from_str(&data).unwrap_or(Value::Null),
-                });
-            }
-            let chunk = tokio::time::timeout_at(deadline, self.body.next())
-                .await
-                .ok()??;
-            self.buffer
-                .push_str(&String::from_utf8_lossy(&chunk.ok()?).replace("\r\n", "\n"));
-        }
-    }
-
-    /// Reads events until one matches, failing after 30 s; returns it and what came before.
-    pub async fn wait_for(
-        &mut self,
-        what: &str,
-        mut matches: impl FnMut(&SseEvent) -> bool,
-    ) -> (SseEvent, Vec<SseEvent>) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        let mut before = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let event = self.next(left).await.unwrap_or_else(|| {
-                panic!("no {what} on the event stream within 30 s; saw {before:?}")
-            });
-            if matches(&event) {
-                return (event, before);
-            }
-            before.push(event);
-        }
-    }
 }

@@ -1,9 +1,16 @@
 //! Integration tests: the daemon against a real Synapse, on every store and cache.
-//! Run them with `./scripts/test`, which starts that Synapse.
+//!
+//! They are `#[ignore]`d for a plain `cargo test` (which runs the unit tests): run
+//! them with `./scripts/test`, which starts that Synapse and runs them all.
 
 mod appservice;
 mod chat;
 mod cli;
+mod clients;
 mod harness;
+mod keys;
+mod live;
 mod login;
+mod provision;
+mod sessions;
 mod state;

@@ -1,23 +1,27 @@
 //! The store and cache backends keep the same promises.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use chatsender::config::{DatabaseSettings, RedisSettings};
-use chatsender::store::{IncomingTransaction, Puppet, RoomEvent, TransactionOutcome};
+use chatsender::store::{
+    EventRecord, IncomingTransaction, MembershipRecord, NewStreamEntry, RoomUpdate,
+    TransactionOutcome,
+};
+use ruma::events::room::member::MembershipState;
+use ruma::serde::Raw;
 use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
-use secrecy::SecretString;
 
 use crate::for_each_backend;
 use crate::harness::{Backends, Provisioned, unique, wait_until};
 
 for_each_backend!(
     store_records_each_transaction_and_event_once,
+    store_keeps_users_rooms_and_streams,
     cache_keeps_its_promises
 );
 
-fn event(room: &OwnedRoomId, n: u32) -> RoomEvent {
-    RoomEvent {
+fn event(room: &OwnedRoomId, n: u32) -> EventRecord {
+    let json = format!(r#"{{"content":{{"body":"{n}"}}}}"#);
+    EventRecord {
         event_id: OwnedEventId::try_from(format!("${}", unique(&format!("e{n}_"))))
             .expect("event id"),
         room_id: room.clone(),
@@ -25,62 +29,55 @@ fn event(room: &OwnedRoomId, n: u32) -> RoomEvent {
         event_type: "m.room.message".into(),
         state_key: None,
         origin_server_ts: 1_700_000_000_000 + i64::from(n),
-        json: format!(r#"{{"content":{{"body":"{n}"}}}}"#),
+        json: Raw::from_json(serde_json::value::RawValue::from_string(json).expect("json")),
     }
+}
+
+fn ids(events: &[EventRecord]) -> Vec<&str> {
+    events.iter().map(|e| e.event_id.as_str()).collect()
 }
 
 async fn store_records_each_transaction_and_event_once(backends: Backends) {
     let provisioned = Provisioned::new(backends).await;
-    let settings = DatabaseSettings {
-        url: provisioned.database.clone(),
-        max_connections: 5,
-    };
-    let store = chatsender::store::connect(&settings).await.expect("store");
-    store.health().await.expect("healthy");
+    let stores = provisioned.stores().await;
+    stores.health.health().await.expect("healthy");
+    let events = stores.events.clone();
     let room = OwnedRoomId::try_from(format!("!{}:localhost", unique("r"))).expect("room id");
     let (a, b, c) = (event(&room, 1), event(&room, 2), event(&room, 3));
-    let txn = |id: &str, hash: u8, events: Vec<RoomEvent>| IncomingTransaction {
+    let txn = |id: &str, hash: u8, events: Vec<EventRecord>| IncomingTransaction {
         txn_id: id.into(),
         body_sha256: [hash; 32],
         events,
     };
 
-    let first = store
+    let first = events
         .record_transaction(&txn("1", 1, vec![a.clone(), b.clone()]))
         .await
         .expect("record");
-    assert_eq!(
-        first,
-        TransactionOutcome::Recorded {
-            new_events: vec![a.clone(), b.clone()]
-        }
-    );
-    let again = store
+    assert_eq!(first, TransactionOutcome::Recorded { new_events: 2 });
+    let again = events
         .record_transaction(&txn("1", 1, vec![a.clone(), b.clone()]))
         .await
         .expect("record");
     assert_eq!(again, TransactionOutcome::Duplicate);
-    let restarted = store
+    let restarted = events
         .record_transaction(&txn("1", 2, vec![b.clone(), c.clone()]))
         .await
         .expect("record");
+    assert_eq!(restarted, TransactionOutcome::Recorded { new_events: 1 });
+    let recorded = events.room_events(&room).await.expect("events");
+    assert_eq!(ids(&recorded), ids(&[a.clone(), b.clone(), c.clone()]));
     assert_eq!(
-        restarted,
-        TransactionOutcome::Recorded {
-            new_events: vec![c.clone()]
-        }
-    );
-    assert_eq!(
-        store.room_events(&room).await.expect("events"),
-        vec![a, b, c]
+        recorded[0].json.json().get(),
+        a.json.json().get(),
+        "the event as it came"
     );
 
     // Concurrent deliveries of one transaction: exactly one records it.
     let d = event(&room, 4);
-    let store: Arc<dyn chatsender::store::Store> = store;
     let attempts = (0..8).map(|_| {
-        let (store, t) = (store.clone(), txn("2", 9, vec![d.clone()]));
-        tokio::spawn(async move { store.record_transaction(&t).await })
+        let (events, t) = (events.clone(), txn("2", 9, vec![d.clone()]));
+        tokio::spawn(async move { events.record_transaction(&t).await })
     });
     let mut recorded = 0;
     for attempt in attempts {
@@ -92,42 +89,200 @@ async fn store_records_each_transaction_and_event_once(backends: Backends) {
         recorded, 1,
         "one of the concurrent deliveries records the transaction"
     );
-    assert_eq!(store.room_events(&room).await.expect("events").len(), 4);
+    assert_eq!(events.room_events(&room).await.expect("events").len(), 4);
 
-    let user = OwnedUserId::try_from(format!("@{}:localhost", unique("p"))).expect("user id");
-    assert_eq!(store.puppet(&user).await.expect("puppet"), None);
-    let puppet = Puppet {
-        user_id: user.clone(),
-        display_name: Some("Ann".into()),
-    };
-    store.save_puppet(&puppet).await.expect("save");
-    store
-        .save_puppet(&Puppet {
-            display_name: Some("Anne".into()),
-            ..puppet
-        })
-        .await
-        .expect("save again");
+    // The feed's progress: pending until marked fed, oldest first.
+    let pending = events.pending_events(100).await.expect("pending");
     assert_eq!(
-        store
-            .puppet(&user)
+        ids(&pending),
+        ids(&[a.clone(), b.clone(), c.clone(), d.clone()])
+    );
+    events
+        .mark_fed(&[&*a.event_id, &*b.event_id])
+        .await
+        .expect("mark");
+    let pending = events.pending_events(100).await.expect("pending");
+    assert_eq!(ids(&pending), ids(&[c, d]));
+    assert_eq!(
+        events
+            .event(&a.event_id)
             .await
-            .expect("puppet")
-            .and_then(|p| p.display_name)
-            .as_deref(),
-        Some("Anne")
+            .expect("event")
+            .map(|e| e.event_id),
+        Some(a.event_id.clone())
+    );
+}
+
+/// Users, the room index and the user streams keep what the core relies on.
+async fn store_keeps_users_rooms_and_streams(backends: Backends) {
+    let provisioned = Provisioned::new(backends).await;
+    let stores = provisioned.stores().await;
+
+    // One display name per user, kept by its user.
+    let user = OwnedUserId::try_from(format!("@{}:localhost", unique("p"))).expect("user id");
+    assert_eq!(stores.users.user(&user).await.expect("user"), None);
+    stores
+        .users
+        .create_user(&user, Some("Ann"))
+        .await
+        .expect("create");
+    stores
+        .users
+        .create_user(&user, Some("Other"))
+        .await
+        .expect("create again");
+    stores
+        .users
+        .set_display_name(&user, "Anne")
+        .await
+        .expect("rename");
+    stores
+        .users
+        .mark_registered(&user, 5)
+        .await
+        .expect("registered");
+    let record = stores
+        .users
+        .user(&user)
+        .await
+        .expect("user")
+        .expect("a user");
+    assert_eq!(
+        (record.display_name.as_deref(), record.registered_at),
+        (Some("Anne"), Some(5))
     );
 
-    provisioned.cleanup().await;
+    // A room's name can be set and cleared; other fields stay.
+    let room = OwnedRoomId::try_from(format!("!{}:localhost", unique("r"))).expect("room id");
+    let set = |name: Option<&str>| RoomUpdate {
+        name: Some(name.map(str::to_owned)),
+        ..RoomUpdate::default()
+    };
+    stores
+        .rooms
+        .update_room(
+            &room,
+            &RoomUpdate {
+                is_direct: Some(true),
+                ..set(Some("Tea"))
+            },
+        )
+        .await
+        .expect("update");
+    let record = stores
+        .rooms
+        .room(&room)
+        .await
+        .expect("room")
+        .expect("a room");
+    assert_eq!(
+        (record.name.as_deref(), record.is_direct),
+        (Some("Tea"), true)
+    );
+    stores
+        .rooms
+        .update_room(&room, &set(None))
+        .await
+        .expect("clear");
+    stores
+        .rooms
+        .update_room(&room, &RoomUpdate::default())
+        .await
+        .expect("touch");
+    let record = stores
+        .rooms
+        .room(&room)
+        .await
+        .expect("room")
+        .expect("a room");
+    assert_eq!((record.name, record.is_direct), (None, true));
+
+    // Memberships: replaced only from the state they were read in.
+    let member = MembershipRecord {
+        room_id: room.clone(),
+        user_id: user.clone(),
+        membership: MembershipState::Invite,
+        display_name: None,
+        sender: user.clone(),
+    };
+    assert!(
+        stores
+            .rooms
+            .add_membership_if_absent(&member)
+            .await
+            .expect("add")
+    );
+    let joined = MembershipRecord {
+        membership: MembershipState::Join,
+        ..member.clone()
+    };
+    assert!(
+        !stores
+            .rooms
+            .add_membership_if_absent(&joined)
+            .await
+            .expect("add again")
+    );
+    assert!(
+        !stores
+            .rooms
+            .replace_membership(&joined, &MembershipState::Leave)
+            .await
+            .expect("stale")
+    );
+    assert!(
+        stores
+            .rooms
+            .replace_membership(&joined, &MembershipState::Invite)
+            .await
+            .expect("replace")
+    );
+    let members = stores
+        .rooms
+        .members(&room, &MembershipState::Join)
+        .await
+        .expect("members");
+    assert_eq!(members, vec![joined]);
+
+    // A user's stream: one entry per dedup key, increasing ids.
+    let entry = |key: &str| NewStreamEntry {
+        user_id: user.clone(),
+        dedup_key: key.into(),
+        kind: "message".into(),
+        payload: "{}".into(),
+    };
+    let first = stores
+        .streams
+        .append(&[entry("$a"), entry("$b")])
+        .await
+        .expect("append");
+    let again = stores
+        .streams
+        .append(&[entry("$b"), entry("$c")])
+        .await
+        .expect("append");
+    assert!(first.iter().all(Option::is_some));
+    assert_eq!(again[0], None, "$b is there already");
+    let (a, c) = (first[0].expect("id"), again[1].expect("id"));
+    let after = stores
+        .streams
+        .entries_after(&user, a, 10)
+        .await
+        .expect("entries");
+    assert_eq!(after.len(), 2);
+    assert_eq!(
+        stores.streams.latest_entry(&user).await.expect("latest"),
+        Some(c)
+    );
+    assert_eq!(
+        stores.streams.oldest_entry(&user).await.expect("oldest"),
+        Some(a)
+    );
 }
 
 async fn cache_keeps_its_promises(backends: Backends) {
     let provisioned = Provisioned::new(backends).await;
-    let settings = RedisSettings {
-        url: provisioned.redis_url.clone().map(SecretString::from),
-        key_prefix: provisioned.key_prefix.clone(),
-    };
-    let cache = chatsender::cache::connect(&settings).await.expect("cache");
+    let cache = provisioned.backends().await.cache;
     cache.health().await.expect("healthy");
     let long = Duration::from_secs(60);
 
@@ -193,6 +348,4 @@ async fn cache_keeps_its_promises(backends: Backends) {
         1,
         "deleting resets the counter"
     );
-
-    provisioned.cleanup().await;
 }

@@ -7,10 +7,11 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::ApiState;
 use super::extract::{ApiJson, ClientIp, Session, session_cookie};
-use super::{ApiError, ApiState};
 use crate::auth::Challenge;
-use crate::auth::challenge::rfc3339;
+use crate::error::MatrixError;
+use crate::time::rfc3339;
 
 /// Asks for a challenge for a public key.
 #[derive(Deserialize, ToSchema)]
@@ -58,7 +59,7 @@ pub async fn challenge(
     State(state): State<ApiState>,
     ClientIp(ip): ClientIp,
     ApiJson(request): ApiJson<ChallengeRequest>,
-) -> Result<Json<ChallengeResponse>, ApiError> {
+) -> Result<Json<ChallengeResponse>, MatrixError> {
     let Challenge {
         challenge_id,
         message,
@@ -80,7 +81,7 @@ pub async fn login(
     State(state): State<ApiState>,
     ClientIp(ip): ClientIp,
     ApiJson(request): ApiJson<LoginRequest>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, MatrixError> {
     let session = state
         .auth
         .login(&request.challenge_id, &request.signature, ip)
@@ -103,7 +104,7 @@ pub async fn login(
         expires_at: rfc3339(session.expires_at),
     };
     let mut response = Json(body).into_response();
-    let cookie = HeaderValue::try_from(cookie).map_err(|e| ApiError::Internal(e.into()))?;
+    let cookie = HeaderValue::try_from(cookie).map_err(MatrixError::internal)?;
     response.headers_mut().insert(header::SET_COOKIE, cookie);
     Ok(response)
 }
@@ -115,7 +116,7 @@ pub async fn login(
 pub async fn logout(
     State(state): State<ApiState>,
     Session(who): Session,
-) -> Result<Response, ApiError> {
+) -> Result<Response, MatrixError> {
     state.auth.logout(&who).await?;
     let mut response = Json(serde_json::json!({})).into_response();
     let name = session_cookie(state.auth.origin());
@@ -125,7 +126,7 @@ pub async fn logout(
         ""
     };
     let clear = format!("{name}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0{secure}");
-    let clear = HeaderValue::try_from(clear).map_err(|e| ApiError::Internal(e.into()))?;
+    let clear = HeaderValue::try_from(clear).map_err(MatrixError::internal)?;
     response.headers_mut().insert(header::SET_COOKIE, clear);
     Ok(response)
 }

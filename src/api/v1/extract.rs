@@ -7,8 +7,9 @@ use axum::http::request::Parts;
 use axum::http::{Method, header};
 use serde::de::DeserializeOwned;
 
-use super::{ApiError, ApiState};
+use super::ApiState;
 use crate::auth::Authenticated;
+use crate::error::MatrixError;
 
 /// The session cookie's name: with an https origin the `__Host-` prefix, which a
 /// browser accepts only from this host itself (Secure, Path=/, no Domain), so a
@@ -25,9 +26,9 @@ pub fn session_cookie(origin: &str) -> &'static str {
 pub struct ApiJson<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
-    type Rejection = ApiError;
+    type Rejection = MatrixError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+    async fn from_request(req: Request, state: &S) -> Result<Self, MatrixError> {
         let axum::Json(value) = axum::Json::<T>::from_request(req, state).await?;
         Ok(Self(value))
     }
@@ -38,9 +39,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
 pub struct ClientIp(pub IpAddr);
 
 impl FromRequestParts<ApiState> for ClientIp {
-    type Rejection = ApiError;
+    type Rejection = MatrixError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, MatrixError> {
         if state.trust_forwarded_for
             && let Some(ip) = parts
                 .headers
@@ -81,9 +82,9 @@ fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
 }
 
 impl FromRequestParts<ApiState> for Session {
-    type Rejection = ApiError;
+    type Rejection = MatrixError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, MatrixError> {
         let token = if let Some(token) = bearer(parts) {
             token
         } else if let Some(token) = cookie(parts, session_cookie(state.auth.origin())) {
@@ -94,11 +95,16 @@ impl FromRequestParts<ApiState> for Session {
                 .get(header::ORIGIN)
                 .and_then(|v| v.to_str().ok());
             if !safe && origin != Some(state.auth.origin()) {
-                return Err(ApiError::CrossOrigin(state.auth.origin().to_owned()));
+                return Err(MatrixError::forbidden(format!(
+                    "cross-origin request refused: Origin must be {}",
+                    state.auth.origin()
+                )));
             }
             token
         } else {
-            return Err(ApiError::MissingToken);
+            return Err(MatrixError::missing_token(
+                "no access token: send `Authorization: Bearer <token>` or the session cookie",
+            ));
         };
         Ok(Self(state.auth.authenticate(token).await?))
     }
@@ -108,12 +114,12 @@ impl FromRequestParts<ApiState> for Session {
 pub struct ApiPath<T>(pub T);
 
 impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
-    type Rejection = ApiError;
+    type Rejection = MatrixError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, MatrixError> {
         let axum::extract::Path(value) = axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
-            .map_err(|e| ApiError::InvalidParam(e.body_text()))?;
+            .map_err(|e| MatrixError::invalid_param(e.body_text()))?;
         Ok(Self(value))
     }
 }
@@ -122,13 +128,13 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath
 pub struct ApiQuery<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
-    type Rejection = ApiError;
+    type Rejection = MatrixError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, MatrixError> {
         let axum::extract::Query(value) =
             axum::extract::Query::<T>::from_request_parts(parts, state)
                 .await
-                .map_err(|e| ApiError::InvalidParam(e.body_text()))?;
+                .map_err(|e| MatrixError::invalid_param(e.body_text()))?;
         Ok(Self(value))
     }
 }

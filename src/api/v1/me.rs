@@ -5,8 +5,9 @@ use axum::extract::State;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::ApiState;
 use super::extract::Session;
-use super::{ApiError, ApiState};
+use crate::error::MatrixError;
 
 /// The logged-in user.
 #[derive(Serialize, ToSchema)]
@@ -24,11 +25,11 @@ pub struct Me {
 pub async fn me(
     State(state): State<ApiState>,
     Session(who): Session,
-) -> Result<Json<Me>, ApiError> {
-    let user = state.store.user(&who.user_id).await?;
+) -> Result<Json<Me>, MatrixError> {
+    let profile = state.chat.profile(&who.user_id).await?;
     Ok(Json(Me {
         user_id: who.user_id.to_string(),
-        display_name: user.and_then(|u| u.display_name),
+        display_name: profile.display_name,
         key_id: who.key_id,
     }))
 }

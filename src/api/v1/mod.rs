@@ -7,20 +7,15 @@ mod extract;
 mod me;
 mod rooms;
 
-use std::sync::Arc;
-
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post, put};
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 
-pub use error::ApiError;
-
 use crate::auth::Auth;
 use crate::chat::Chat;
-use crate::live::LiveBus;
-use crate::store::Store;
+use crate::live::Live;
 
 /// Request bodies larger than this are refused with 413 `M_TOO_LARGE`.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -30,8 +25,7 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 pub struct ApiState {
     pub auth: Auth,
     pub chat: Chat,
-    pub store: Arc<dyn Store>,
-    pub bus: Arc<dyn LiveBus>,
+    pub live: Live,
     pub trust_forwarded_for: bool,
     /// Cancelled when the daemon stops: ends open event streams.
     pub shutdown: CancellationToken,

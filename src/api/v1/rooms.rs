@@ -6,21 +6,16 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::ApiState;
 use super::extract::{ApiJson, ApiPath, ApiQuery, Session};
-use super::{ApiError, ApiState};
-use crate::chat::service::{Invite, MessagePage, RoomSummary, parse_room_id, parse_user_id};
-
-/// A ChatSender user.
-#[derive(Serialize, ToSchema)]
-pub struct UserEntry {
-    pub user_id: String,
-    pub display_name: Option<String>,
-}
+use crate::chat::message::{Invite, MessagePage, Profile, RoomSummary};
+use crate::chat::{parse_room_id, parse_user_id};
+use crate::error::MatrixError;
 
 /// Every ChatSender user with an active key.
 #[derive(Serialize, ToSchema)]
 pub struct Users {
-    pub users: Vec<UserEntry>,
+    pub users: Vec<Profile>,
 }
 
 /// A new display name.
@@ -93,15 +88,8 @@ fn empty() -> Json<serde_json::Value> {
 pub async fn users(
     State(state): State<ApiState>,
     Session(_): Session,
-) -> Result<Json<Users>, ApiError> {
-    let users = state.store.active_users().await?;
-    let users = users
-        .into_iter()
-        .map(|u| UserEntry {
-            user_id: u.user_id.to_string(),
-            display_name: u.display_name,
-        })
-        .collect();
+) -> Result<Json<Users>, MatrixError> {
+    let users = state.chat.users().await?;
     Ok(Json(Users { users }))
 }
 
@@ -112,7 +100,7 @@ pub async fn set_display_name(
     State(state): State<ApiState>,
     Session(who): Session,
     ApiJson(body): ApiJson<DisplayName>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<serde_json::Value>, MatrixError> {
     state
         .chat
         .set_display_name(&who.user_id, &body.display_name)
@@ -125,7 +113,7 @@ pub async fn set_display_name(
 pub async fn rooms(
     State(state): State<ApiState>,
     Session(who): Session,
-) -> Result<Json<Rooms>, ApiError> {
+) -> Result<Json<Rooms>, MatrixError> {
     let (rooms, invites) = state.chat.rooms(&who.user_id).await?;
     Ok(Json(Rooms { rooms, invites }))
 }
@@ -137,7 +125,7 @@ pub async fn create_room(
     State(state): State<ApiState>,
     Session(who): Session,
     ApiJson(body): ApiJson<CreateRoom>,
-) -> Result<(StatusCode, Json<Created>), ApiError> {
+) -> Result<(StatusCode, Json<Created>), MatrixError> {
     let invite = body
         .invite
         .iter()
@@ -167,7 +155,7 @@ pub async fn join(
     State(state): State<ApiState>,
     Session(who): Session,
     ApiPath(room_id): ApiPath<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<serde_json::Value>, MatrixError> {
     state
         .chat
         .join(&who.user_id, &parse_room_id(&room_id)?)
@@ -182,7 +170,7 @@ pub async fn leave(
     State(state): State<ApiState>,
     Session(who): Session,
     ApiPath(room_id): ApiPath<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<serde_json::Value>, MatrixError> {
     state
         .chat
         .leave(&who.user_id, &parse_room_id(&room_id)?)
@@ -198,7 +186,7 @@ pub async fn invite(
     Session(who): Session,
     ApiPath(room_id): ApiPath<String>,
     ApiJson(body): ApiJson<InviteUser>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<serde_json::Value>, MatrixError> {
     let room = parse_room_id(&room_id)?;
     state
         .chat
@@ -215,7 +203,7 @@ pub async fn messages(
     Session(who): Session,
     ApiPath(room_id): ApiPath<String>,
     ApiQuery(history): ApiQuery<History>,
-) -> Result<Json<MessagePage>, ApiError> {
+) -> Result<Json<MessagePage>, MatrixError> {
     let room = parse_room_id(&room_id)?;
     let page = state
         .chat
@@ -237,11 +225,13 @@ pub async fn send(
     Session(who): Session,
     ApiPath((room_id, txn_id)): ApiPath<(String, String)>,
     ApiJson(body): ApiJson<SendMessage>,
-) -> Result<Json<Sent>, ApiError> {
+) -> Result<Json<Sent>, MatrixError> {
     let room = parse_room_id(&room_id)?;
     let event_id = state
         .chat
         .send(&who.user_id, &room, &txn_id, &body.body)
         .await?;
-    Ok(Json(Sent { event_id }))
+    Ok(Json(Sent {
+        event_id: event_id.to_string(),
+    }))
 }

@@ -1,9 +1,12 @@
 //! Building the daemon from its settings and running it until told to stop.
 
+mod backends;
+mod tasks;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -14,94 +17,107 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
+pub use backends::Backends;
+pub use tasks::shutdown_signal;
+
 use crate::api::v1::ApiState;
 use crate::api::{self, OpsState};
-use crate::appservice::{self, AppserviceError, AppserviceState};
-use crate::auth::Auth;
-use crate::cache;
-use crate::chat::index::{Ingest, Namespace};
-use crate::chat::{Chat, Puppets};
+use crate::appservice::{self, AppserviceState};
+use crate::auth::{Auth, KeyAdmin};
+use crate::chat::{Chat, Ingest};
 use crate::config::Settings;
-use crate::live::{LiveBus, RedisBus, StoreBus};
+use crate::error::{InternalCause, MatrixError};
+use crate::identity::{Namespace, Puppets};
+use crate::live::{Live, RETAINED_MS};
 use crate::matrix::{Homeserver, HomeserverClient};
-use crate::store::{self, Store};
+use crate::store::Stores;
 use crate::telemetry;
 
 /// How long shutdown waits for requests still in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// Longest wait between two start-up pings of the homeserver.
-const PING_MAX_BACKOFF: Duration = Duration::from_secs(5);
-
 /// A daemon with its listener bound and its state connected, not yet serving.
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    backends: Backends,
     homeserver: Arc<dyn Homeserver>,
-    store: Arc<dyn Store>,
+    puppets: Puppets,
     pinged: Arc<AtomicBool>,
-    bus: Arc<dyn LiveBus>,
     ingest: Arc<Ingest>,
     /// Cancelled when the daemon stops (ends event streams and background tasks).
     stop: CancellationToken,
+}
+
+/// Key administration over what `settings` names (`chatsender keygen`).
+pub async fn key_admin(settings: &Settings) -> anyhow::Result<KeyAdmin> {
+    let backends = Backends::connect(settings).await?;
+    Ok(KeyAdmin::new(
+        backends.stores.keys,
+        backends.stores.audit,
+        backends.sessions,
+        Namespace::of(settings)?,
+        Duration::from_secs(settings.auth.session_idle_secs),
+    ))
 }
 
 impl Application {
     /// Connects the database (running migrations) and the cache, and binds `listen`.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         settings.require_tokens()?;
-        let store = store::connect(&settings.database).await?;
-        let cache = cache::connect(&settings.redis).await?;
+        let backends = Backends::connect(&settings).await?;
+        let stores = &backends.stores;
         let homeserver: Arc<dyn Homeserver> = Arc::new(HomeserverClient::new(
             &settings.homeserver.url,
             &settings.appservice.id,
             settings.appservice.as_token.clone(),
         )?);
+        let namespace = Namespace::of(&settings)?;
+        let puppets = Puppets::new(namespace.clone(), homeserver.clone(), stores.users.clone());
         let pinged = Arc::new(AtomicBool::new(false));
         let stop = CancellationToken::new();
-        let bus: Arc<dyn LiveBus> = match &settings.redis.url {
-            Some(url) => Arc::new(
-                RedisBus::connect(url, &settings.redis.key_prefix, stop.clone())
-                    .await
-                    .context("redis.url: cannot subscribe to the live channel")?,
-            ),
-            None => Arc::new(StoreBus::new(store.clone())),
-        };
-        let namespace = Namespace {
-            user_prefix: settings.appservice.user_prefix.clone(),
-            server_name: settings.homeserver.server_name.to_string(),
-        };
+        backends
+            .live
+            .relay(stop.clone())
+            .await
+            .context("redis.url: cannot subscribe to the live channel")?;
         let ingest = Arc::new(Ingest::new(
-            store.clone(),
-            cache.clone(),
-            bus.clone(),
+            stores.events.clone(),
+            stores.rooms.clone(),
+            backends.cache.clone(),
+            backends.live.clone(),
             namespace,
+            // As long as streams keep events for replay: delivering later is moot.
+            Duration::from_millis(RETAINED_MS.unsigned_abs()),
         ));
-        let puppets = Puppets::new(
-            homeserver.clone(),
-            store.clone(),
-            settings.homeserver.server_name.clone(),
-            settings.appservice.user_prefix.clone(),
-        );
         let api = ApiState {
-            auth: Auth::new(store.clone(), cache.clone(), puppets, settings.auth.clone()),
-            chat: Chat::new(store.clone(), homeserver.clone()),
-            store: store.clone(),
-            bus: bus.clone(),
+            auth: Auth::new(
+                stores.keys.clone(),
+                stores.audit.clone(),
+                backends.cache.clone(),
+                backends.sessions.clone(),
+                puppets.clone(),
+                settings.auth.clone(),
+            ),
+            chat: Chat::new(
+                stores.rooms.clone(),
+                stores.events.clone(),
+                stores.users.clone(),
+                puppets.clone(),
+                homeserver.clone(),
+            ),
+            live: backends.live.clone(),
             trust_forwarded_for: settings.auth.trust_forwarded_for,
             shutdown: stop.clone(),
         };
         let appservice = AppserviceState {
             hs_token: settings.appservice.hs_token.clone(),
-            bot_user_id: settings
-                .appservice
-                .bot_user_id(&settings.homeserver.server_name)?,
-            store: store.clone(),
             ingest: ingest.clone(),
+            puppets: puppets.clone(),
         };
         let ops = OpsState {
-            store: store.clone(),
-            cache: cache.clone(),
+            store: stores.health.clone(),
+            cache: backends.cache.clone(),
             homeserver: homeserver.clone(),
             pinged: pinged.clone(),
             metrics: telemetry::metrics_handle(),
@@ -126,17 +142,17 @@ impl Application {
             .with_context(|| format!("listen: cannot bind {}", settings.listen))?;
         tracing::info!(
             address = %listener.local_addr()?,
-            database = store.backend(),
-            cache = cache.backend(),
+            database = stores.health.backend(),
+            cache = backends.cache.backend(),
             "listening"
         );
         Ok(Self {
             listener,
             router,
+            backends,
             homeserver,
-            store,
+            puppets,
             pinged,
-            bus,
             ingest,
             stop,
         })
@@ -147,14 +163,24 @@ impl Application {
         Ok(self.listener.local_addr()?)
     }
 
-    /// The store this daemon writes to.
-    pub fn store(&self) -> Arc<dyn Store> {
-        self.store.clone()
+    /// The stores this daemon writes to.
+    pub fn stores(&self) -> Stores {
+        self.backends.stores.clone()
     }
 
-    /// The puppet layer this daemon acts through.
+    /// The homeserver this daemon acts on.
     pub fn homeserver(&self) -> Arc<dyn Homeserver> {
         self.homeserver.clone()
+    }
+
+    /// The puppets this daemon acts as.
+    pub fn puppets(&self) -> Puppets {
+        self.puppets.clone()
+    }
+
+    /// This daemon's live streams.
+    pub fn live(&self) -> Live {
+        self.backends.live.clone()
     }
 
     /// Serves until `shutdown` completes, then finishes the requests in flight (an
@@ -168,21 +194,24 @@ impl Application {
         match self.ingest.run_pending().await {
             Ok(0) => {}
             Ok(n) => tracing::info!(events = n, "fed events left over from the last run"),
-            Err(error) => tracing::error!(
-                error = format!("{error:#}"),
-                "could not feed pending events"
-            ),
+            Err(error) => tracing::error!(%error, "could not feed pending events"),
         }
-        let pinger = tokio::spawn(ping_until_answered(
-            self.homeserver.clone(),
-            self.pinged.clone(),
-            stop.clone(),
-        ));
-        let housekeeping = tokio::spawn(housekeeping(
-            self.ingest.clone(),
-            self.bus.clone(),
-            stop.clone(),
-        ));
+        let ingest = self.ingest.clone();
+        let tasks = [
+            tokio::spawn(tasks::ping_until_answered(
+                self.homeserver.clone(),
+                self.pinged.clone(),
+                stop.clone(),
+            )),
+            tokio::spawn(tasks::prune_streams(
+                self.backends.live.clone(),
+                stop.clone(),
+            )),
+            tokio::spawn({
+                let stop = stop.clone();
+                async move { ingest.run(stop).await }
+            }),
+        ];
         let app = self
             .router
             .into_make_service_with_connect_info::<SocketAddr>();
@@ -213,60 +242,10 @@ impl Application {
             }
         };
         stop.cancel();
-        let _ = pinger.await;
-        let _ = housekeeping.await;
+        for task in tasks {
+            let _ = task.await;
+        }
         served.context("server error")
-    }
-}
-
-/// Every few seconds feeds recorded events a failed feed left behind; every minute
-/// drops live-stream entries past their retention.
-async fn housekeeping(ingest: Arc<Ingest>, bus: Arc<dyn LiveBus>, stop: CancellationToken) {
-    let mut rounds = 0u64;
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(Duration::from_secs(5)) => {}
-        }
-        if let Err(error) = ingest.run_pending().await {
-            tracing::warn!(
-                error = format!("{error:#}"),
-                "could not feed pending events"
-            );
-        }
-        rounds += 1;
-        if rounds.is_multiple_of(12)
-            && let Err(error) = bus.prune().await
-        {
-            tracing::warn!(error = format!("{error:#}"), "could not prune live streams");
-        }
-    }
-}
-
-/// Pings the homeserver with backoff until it answers: that proves both directions
-/// work and makes Synapse redeliver any transactions it holds back.
-async fn ping_until_answered(
-    homeserver: Arc<dyn Homeserver>,
-    pinged: Arc<AtomicBool>,
-    stop: CancellationToken,
-) {
-    let mut delay = Duration::from_millis(200);
-    loop {
-        match homeserver.ping().await {
-            Ok(()) => {
-                pinged.store(true, Ordering::Release);
-                tracing::info!("homeserver answered the appservice ping");
-                return;
-            }
-            Err(error) => {
-                tracing::warn!(%error, retry_in = ?delay, "appservice ping failed");
-            }
-        }
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(PING_MAX_BACKOFF);
     }
 }
 
@@ -277,39 +256,14 @@ fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Spa
 }
 
 /// Any route the daemon does not serve: Matrix's `M_UNRECOGNIZED`.
-async fn unrecognized(method: Method, uri: Uri) -> AppserviceError {
-    AppserviceError::Unrecognized {
-        method: method.to_string(),
-        path: uri.path().to_owned(),
-    }
+async fn unrecognized(method: Method, uri: Uri) -> MatrixError {
+    MatrixError::unrecognized(format!("unrecognized request: {method} {}", uri.path()))
 }
 
 /// Logs the cause of a 500 once, here, rather than where the error is made.
 async fn log_internal_error(response: Response) -> Response {
-    if let Some(cause) = response.extensions().get::<Arc<anyhow::Error>>() {
-        tracing::error!(error = format!("{cause:#}"), "request failed");
+    if let Some(cause) = response.extensions().get::<InternalCause>() {
+        tracing::error!(error = %cause, "request failed");
     }
     response
-}
-
-/// Completes on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    let interrupt = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => {}
-        () = terminate => {}
-    }
 }

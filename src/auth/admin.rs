@@ -1,19 +1,17 @@
-//! What `chatsender keygen` does: generate, add, list and revoke keys.
+//! Key administration, as `chatsender keygen` offers it: generate, add, list and revoke
+//! keys.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
-use ruma::{OwnedServerName, OwnedUserId, UserId};
 use serde::Serialize;
 
-use super::{KeyPair, PublicKey};
-use crate::auth::challenge::rfc3339;
-use crate::auth::sessions::{self, SessionStore};
-use crate::cache::Cache;
-use crate::config::Settings;
-use crate::store::{AuditEntry, KeyRecord, NewKey, Store, now_ms};
+use super::{AuthError, Sessions};
+use crate::identity::{NameError, Namespace};
+use crate::keys::{KeyError, KeyPair, PublicKey};
+use crate::store::{AuditEntry, AuditEvent, AuditLog, KeyRecord, KeyStore, NewKey, StoreError};
+use crate::time::{now_ms, rfc3339_ms};
 
 /// A key as `keygen generate` and `add` report it.
 #[derive(Debug, Clone, Serialize)]
@@ -39,11 +37,21 @@ pub struct KeyListing {
     pub status: &'static str,
 }
 
-/// Why a revocation prefix did not pick one key.
+/// Why a key operation failed; the message says what to do.
 #[derive(Debug, thiserror::Error)]
-pub enum PrefixError {
+pub enum AdminError {
+    #[error("--name {0}")]
+    Name(#[from] NameError),
+    #[error("N must be at least 1")]
+    NoKeys,
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("key {key_id} was revoked on {on}; a revoked key cannot be registered again")]
+    Revoked { key_id: String, on: String },
+    #[error("key {key_id} is already registered to {user_id}")]
+    Registered { key_id: String, user_id: String },
     #[error("`{0}` is not a fingerprint prefix: give at least 8 hex characters")]
-    Invalid(String),
+    InvalidPrefix(String),
     #[error("no key's fingerprint starts with {0}")]
     NoMatch(String),
     #[error("{prefix} matches {} keys; give more characters:\n{}", .candidates.len(), .candidates.iter().map(|k| format!("  {}  {}", k.fingerprint, k.user_id)).collect::<Vec<_>>().join("\n"))]
@@ -51,76 +59,49 @@ pub enum PrefixError {
         prefix: String,
         candidates: Vec<KeyRecord>,
     },
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot register the keys: {0}")]
+    Store(#[from] StoreError),
+    #[error("could not end the key's sessions; nothing was revoked, run revoke again: {0}")]
+    Sessions(#[source] AuthError),
 }
 
 /// Key administration over the daemon's database (and Redis, for sessions).
 pub struct KeyAdmin {
-    store: Arc<dyn Store>,
-    sessions: Arc<dyn SessionStore>,
-    server_name: OwnedServerName,
-    user_prefix: String,
-    bot_user_id: OwnedUserId,
+    keys: Arc<dyn KeyStore>,
+    audit: Arc<dyn AuditLog>,
+    sessions: Arc<dyn Sessions>,
+    namespace: Namespace,
     idle: Duration,
 }
 
-fn ms_to_rfc3339(ms: i64) -> String {
-    rfc3339(ms / 1000)
-}
-
 impl KeyAdmin {
-    /// Connects to what `settings` names.
-    pub async fn connect(settings: &Settings) -> anyhow::Result<Self> {
-        let store = crate::store::connect(&settings.database).await?;
-        let cache: Arc<dyn Cache> = crate::cache::connect(&settings.redis).await?;
-        let session_max = Duration::from_secs(settings.auth.session_max_secs);
-        Ok(Self {
-            sessions: sessions::for_mode(store.clone(), cache, session_max),
-            store,
-            server_name: settings.homeserver.server_name.clone(),
-            user_prefix: settings.appservice.user_prefix.clone(),
-            bot_user_id: settings
-                .appservice
-                .bot_user_id(&settings.homeserver.server_name)?,
-            idle: Duration::from_secs(settings.auth.session_idle_secs),
-        })
+    /// Administration of the keys in `keys`; `idle` is the session idle lifetime.
+    pub fn new(
+        keys: Arc<dyn KeyStore>,
+        audit: Arc<dyn AuditLog>,
+        sessions: Arc<dyn Sessions>,
+        namespace: Namespace,
+        idle: Duration,
+    ) -> Self {
+        Self {
+            keys,
+            audit,
+            sessions,
+            namespace,
+            idle,
+        }
     }
 
-    fn user_id(&self, name: &str) -> anyhow::Result<OwnedUserId> {
-        let user_id = self.user_id_unchecked(name)?;
-        anyhow::ensure!(
-            user_id != self.bot_user_id,
-            "--name `{name}`: that is the appservice's own user ({user_id})"
-        );
-        Ok(user_id)
-    }
-
-    /// A name that is not a key id (those are the users of keys without a name).
-    fn check_name(&self, name: &str) -> anyhow::Result<OwnedUserId> {
-        anyhow::ensure!(
-            !(name.len() == 16 && name.bytes().all(|b| b.is_ascii_hexdigit())),
-            "--name `{name}`: 16 hex characters look like a key id; choose another name"
-        );
-        self.user_id(name)
-    }
-
-    fn user_id_unchecked(&self, name: &str) -> anyhow::Result<OwnedUserId> {
-        let valid = !name.is_empty()
-            && name
-                .bytes()
-                .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'=' | b'-' | b'/'));
-        anyhow::ensure!(
-            valid,
-            "--name `{name}`: use only a-z, 0-9 and ._=-/ (it becomes the Matrix user id)"
-        );
-        UserId::parse(format!("@{}{name}:{}", self.user_prefix, self.server_name))
-            .with_context(|| format!("--name `{name}`: not usable in a Matrix user id"))
-    }
-
-    fn new_key(&self, public: &PublicKey, name: Option<&str>) -> anyhow::Result<NewKey> {
+    fn new_key(&self, public: &PublicKey, name: Option<&str>) -> Result<NewKey, AdminError> {
         let key_id = public.key_id();
         let user_id = match name {
-            Some(name) => self.check_name(name)?,
-            None => self.user_id(&key_id)?,
+            Some(name) => self.namespace.named(name)?,
+            None => self.namespace.puppet(&key_id)?,
         };
         Ok(NewKey {
             user_id,
@@ -140,16 +121,18 @@ impl KeyAdmin {
         name: Option<&str>,
         out: &Path,
         progress: impl Fn(u64),
-    ) -> anyhow::Result<Vec<KeyReport>> {
-        anyhow::ensure!(count >= 1, "N must be at least 1");
+    ) -> Result<Vec<KeyReport>, AdminError> {
+        if count == 0 {
+            return Err(AdminError::NoKeys);
+        }
         if let Some(name) = name {
-            self.check_name(name)?;
+            self.namespace.named(name)?;
         }
         create_private_dir(out)?;
         let mut keys = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
         let mut reports = Vec::with_capacity(keys.capacity());
         let mut written = Vec::with_capacity(keys.capacity());
-        let result: anyhow::Result<()> = (|| {
+        let result: Result<(), AdminError> = (|| {
             for i in 0..count {
                 let pair = KeyPair::generate();
                 let key = self.new_key(&pair.public, name)?;
@@ -169,11 +152,7 @@ impl KeyAdmin {
             Ok(())
         })();
         let result = match result {
-            Ok(()) => self
-                .store
-                .insert_keys(&keys)
-                .await
-                .context("cannot register the keys"),
+            Ok(()) => self.keys.insert_keys(&keys).await.map_err(AdminError::from),
             Err(e) => Err(e),
         };
         if let Err(e) = result {
@@ -187,23 +166,25 @@ impl KeyAdmin {
     }
 
     /// Registers a public key made elsewhere (the browser, OpenSSL).
-    pub async fn add(&self, public: &PublicKey, name: Option<&str>) -> anyhow::Result<KeyReport> {
-        if let Some(existing) = self.store.key_by_fingerprint(&public.fingerprint()).await? {
-            match existing.revoked_at {
-                Some(at) => anyhow::bail!(
-                    "key {} was revoked on {}; a revoked key cannot be registered again",
-                    existing.key_id,
-                    ms_to_rfc3339(at)
-                ),
-                None => anyhow::bail!(
-                    "key {} is already registered to {}",
-                    existing.key_id,
-                    existing.user_id
-                ),
-            }
+    pub async fn add(
+        &self,
+        public: &PublicKey,
+        name: Option<&str>,
+    ) -> Result<KeyReport, AdminError> {
+        if let Some(existing) = self.keys.key_by_fingerprint(&public.fingerprint()).await? {
+            return Err(match existing.revoked_at {
+                Some(at) => AdminError::Revoked {
+                    key_id: existing.key_id,
+                    on: rfc3339_ms(at),
+                },
+                None => AdminError::Registered {
+                    key_id: existing.key_id,
+                    user_id: existing.user_id.to_string(),
+                },
+            });
         }
         let key = self.new_key(public, name)?;
-        self.store.insert_keys(std::slice::from_ref(&key)).await?;
+        self.keys.insert_keys(std::slice::from_ref(&key)).await?;
         Ok(KeyReport {
             key_id: key.key_id,
             fingerprint: key.fingerprint,
@@ -214,21 +195,21 @@ impl KeyAdmin {
     }
 
     /// Every key (revoked ones with `all`) with its sessions and status.
-    pub async fn list(&self, all: bool) -> anyhow::Result<Vec<KeyListing>> {
+    pub async fn list(&self, all: bool) -> Result<Vec<KeyListing>, AdminError> {
         let now = now_ms();
         let mut listings = Vec::new();
-        for key in self.store.keys(all).await? {
+        for key in self.keys.keys(all).await? {
             let active_sessions = match key.revoked_at {
                 Some(_) => 0,
-                None => {
-                    self.sessions
-                        .count_live(&key.key_id, now, self.idle)
-                        .await?
-                }
+                None => self
+                    .sessions
+                    .count_live(&key.key_id, now, self.idle)
+                    .await
+                    .map_err(AdminError::Sessions)?,
             };
             listings.push(KeyListing {
-                created: ms_to_rfc3339(key.created_at),
-                last_login: key.last_login_at.map(ms_to_rfc3339),
+                created: rfc3339_ms(key.created_at),
+                last_login: key.last_login_at.map(rfc3339_ms),
                 status: if key.revoked_at.is_some() {
                     "revoked"
                 } else {
@@ -245,22 +226,22 @@ impl KeyAdmin {
     }
 
     /// The one key whose fingerprint starts with `prefix`.
-    pub async fn find(&self, prefix: &str) -> Result<KeyRecord, anyhow::Error> {
+    pub async fn find(&self, prefix: &str) -> Result<KeyRecord, AdminError> {
         let prefix = prefix.to_ascii_lowercase();
         if prefix.len() < 8 || prefix.len() > 64 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(PrefixError::Invalid(prefix).into());
+            return Err(AdminError::InvalidPrefix(prefix));
         }
-        let mut candidates = self.store.keys_by_fingerprint_prefix(&prefix).await?;
+        let mut candidates = self.keys.keys_by_fingerprint_prefix(&prefix).await?;
         match candidates.len() {
-            0 => Err(PrefixError::NoMatch(prefix).into()),
+            0 => Err(AdminError::NoMatch(prefix)),
             1 => Ok(candidates.remove(0)),
-            _ => Err(PrefixError::Ambiguous { prefix, candidates }.into()),
+            _ => Err(AdminError::Ambiguous { prefix, candidates }),
         }
     }
 
     /// Revokes `key` (again, harmlessly, if it already was) and ends its sessions;
     /// returns how many sessions ended.
-    pub async fn revoke(&self, key: &KeyRecord) -> anyhow::Result<u64> {
+    pub async fn revoke(&self, key: &KeyRecord) -> Result<u64, AdminError> {
         let now = now_ms();
         // Sessions first (in Redis mode this also refuses the key's sessions from
         // now on), so a failure leaves the key refused rather than half revoked.
@@ -270,18 +251,19 @@ impl KeyAdmin {
             .sessions
             .end_key(&key.key_id, now, self.idle)
             .await
-            .context("could not end the key's sessions; nothing was revoked, run revoke again")?;
-        let newly = self.store.revoke_key(&key.key_id, now).await?;
+            .map_err(AdminError::Sessions)?;
+        let newly = self.keys.revoke_key(&key.key_id, now).await?;
         // A login that finished between the two steps saw the key still active.
         let ended = ended
             + self
                 .sessions
                 .end_key(&key.key_id, now_ms(), self.idle)
-                .await?;
+                .await
+                .map_err(AdminError::Sessions)?;
         if newly {
-            self.store
+            self.audit
                 .audit(&AuditEntry {
-                    event: "key_revoked".into(),
+                    event: AuditEvent::KeyRevoked,
                     key_id: Some(key.key_id.clone()),
                     user_id: Some(key.user_id.to_string()),
                     ip: None,
@@ -293,26 +275,28 @@ impl KeyAdmin {
     }
 }
 
-fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+fn create_private_dir(dir: &Path) -> Result<(), AdminError> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder
-        .create(dir)
-        .with_context(|| format!("cannot create {}", dir.display()))
+    builder.create(dir).map_err(|source| AdminError::Write {
+        path: dir.to_owned(),
+        source,
+    })
 }
 
-fn write_private_key(path: &Path, pem: &str) -> anyhow::Result<()> {
+fn write_private_key(path: &Path, pem: &str) -> Result<(), AdminError> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
+    options
         .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    file.write_all(pem.as_bytes())
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+        .and_then(|mut file| file.write_all(pem.as_bytes()))
+        .map_err(|source| AdminError::Write {
+            path: path.to_owned(),
+            source,
+        })
 }

@@ -1,0 +1,15 @@
+-- The display name lives in `users` only: a puppet is a user with a registration time.
+ALTER TABLE users ADD COLUMN registered_at BIGINT NULL;
+INSERT IGNORE INTO users (user_id, display_name, created_at)
+    SELECT user_id, display_name, registered_at FROM puppets;
+UPDATE users u JOIN puppets p ON p.user_id = u.user_id SET u.registered_at = p.registered_at;
+DROP TABLE puppets;
+
+-- Each room's newest message, set by the feed (which decides what a message is). The
+-- rooms indexed before this migration take theirs from the event log, once.
+ALTER TABLE rooms ADD COLUMN last_event_id VARCHAR(255) NULL;
+UPDATE rooms r SET r.last_event_id = (
+    SELECT e.event_id FROM room_events e
+    WHERE e.room_id = r.room_id AND e.state_key IS NULL
+      AND e.event_type IN ('m.room.message', 'm.room.encrypted', 'm.sticker')
+    ORDER BY e.seq DESC LIMIT 1);

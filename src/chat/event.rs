@@ -1,0 +1,389 @@
+//! Matrix room events, read once into the few kinds ChatSender acts on.
+//!
+//! Every event the daemon looks at comes through here: those Synapse pushes (first
+//! their envelope, for the event log; later their content, for the feed), a room's
+//! state when a user joins, and history pages. Content is read with ruma's types; an
+//! event whose content those refuse still counts (a message shows as `other`), so one
+//! odd event never stops the rest.
+
+use ruma::events::AnyTimelineEvent;
+use ruma::events::room::member::{MembershipState, RoomMemberEventContent};
+use ruma::events::room::message::{MessageType, RoomMessageEventContent};
+use ruma::events::room::name::RoomNameEventContent;
+use ruma::serde::Raw;
+use ruma::{MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId, OwnedUserId, UserId};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use utoipa::ToSchema;
+
+use crate::store::{EventRecord, MembershipRecord, RoomUpdate};
+
+/// Longest event type the event log stores (a longer one would be cut).
+const MAX_TYPE_LEN: usize = 255;
+
+/// Why an event was not taken as a room event.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvelopeError {
+    #[error("not a valid room event: {0}")]
+    Invalid(#[from] serde_json::Error),
+    #[error("its type is over {MAX_TYPE_LEN} bytes")]
+    TypeTooLong,
+}
+
+/// What every room event has around its content.
+#[derive(Deserialize)]
+struct Envelope {
+    event_id: OwnedEventId,
+    room_id: OwnedRoomId,
+    sender: OwnedUserId,
+    #[serde(rename = "type")]
+    event_type: String,
+    origin_server_ts: MilliSecondsSinceUnixEpoch,
+    state_key: Option<String>,
+}
+
+/// Reads an event's envelope for the event log; its content is read when it is fed.
+pub fn envelope<T>(raw: &Raw<T>) -> Result<EventRecord, EnvelopeError> {
+    let e: Envelope = serde_json::from_str(raw.json().get())?;
+    if e.event_type.len() > MAX_TYPE_LEN {
+        return Err(EnvelopeError::TypeTooLong);
+    }
+    Ok(EventRecord {
+        event_id: e.event_id,
+        room_id: e.room_id,
+        sender: e.sender,
+        event_type: e.event_type,
+        state_key: e.state_key,
+        origin_server_ts: i64::from(e.origin_server_ts.get()),
+        json: raw.clone().cast_unchecked::<AnyTimelineEvent>(),
+    })
+}
+
+/// A room event ChatSender understands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomEvent {
+    pub event_id: OwnedEventId,
+    pub room_id: OwnedRoomId,
+    pub sender: OwnedUserId,
+    /// Milliseconds since the Unix epoch (the homeserver's timestamp).
+    pub ts: i64,
+    pub content: Content,
+}
+
+/// What an event says, for ChatSender.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Content {
+    /// `m.room.member`: `target`'s membership changed.
+    Member(Member),
+    /// `m.room.name`; an empty name clears it.
+    Name(Option<String>),
+    /// `m.room.encryption`: the room is encrypted from now on.
+    Encryption,
+    /// A message (`m.room.message`, `m.room.encrypted`, `m.sticker`).
+    Message { kind: MessageKind, body: String },
+    /// Anything else.
+    Other,
+}
+
+/// A membership change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub target: OwnedUserId,
+    pub membership: MembershipState,
+    pub display_name: Option<String>,
+    pub is_direct: Option<bool>,
+    /// The room's name as an invite's stripped state gives it (`None`: not given).
+    pub invite_name: Option<Option<String>>,
+    /// Whether an invite's stripped state says the room is encrypted.
+    pub invite_encrypted: bool,
+}
+
+/// How a message shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageKind {
+    Text,
+    Notice,
+    Emote,
+    /// Encrypted: the body is empty (the web client says "not supported yet").
+    Encrypted,
+    /// Anything else (images, files, stickers …): the body is their description.
+    Other,
+}
+
+/// The parts of an event past its envelope.
+#[derive(Deserialize)]
+struct Body<'a> {
+    #[serde(borrow)]
+    content: Option<&'a RawValue>,
+    #[serde(default)]
+    unsigned: Unsigned<'a>,
+}
+
+#[derive(Deserialize, Default)]
+struct Unsigned<'a> {
+    #[serde(borrow, default)]
+    invite_room_state: Vec<Stripped<'a>>,
+}
+
+/// A stripped state event sent along with an invite.
+#[derive(Deserialize)]
+struct Stripped<'a> {
+    #[serde(rename = "type")]
+    event_type: String,
+    #[serde(borrow)]
+    content: &'a RawValue,
+}
+
+/// Content that has at least a text description.
+#[derive(Deserialize)]
+struct Described {
+    body: String,
+}
+
+fn content_as<T: serde::de::DeserializeOwned>(content: Option<&RawValue>) -> Option<T> {
+    serde_json::from_str(content?.get()).ok()
+}
+
+fn name(content: Option<&RawValue>) -> Option<String> {
+    content_as::<RoomNameEventContent>(content)
+        .map(|c| c.name)
+        .filter(|n| !n.is_empty())
+}
+
+impl RoomEvent {
+    /// Reads a recorded event's content.
+    pub fn from_record(record: &EventRecord) -> Self {
+        let body: Option<Body<'_>> = serde_json::from_str(record.json.json().get()).ok();
+        let (content, unsigned) =
+            body.map_or((None, Unsigned::default()), |b| (b.content, b.unsigned));
+        let state_key = record.state_key.as_deref();
+        let content = match (record.event_type.as_str(), state_key) {
+            ("m.room.member", Some(target)) => match UserId::parse(target) {
+                Ok(target) => Content::Member(member(target, content, &unsigned)),
+                Err(_) => Content::Other,
+            },
+            ("m.room.name", Some("")) => Content::Name(name(content)),
+            ("m.room.encryption", Some("")) => Content::Encryption,
+            ("m.room.message", None) => message(content),
+            ("m.room.encrypted", None) => Content::Message {
+                kind: MessageKind::Encrypted,
+                body: String::new(),
+            },
+            ("m.sticker", None) => Content::Message {
+                kind: MessageKind::Other,
+                body: content_as::<Described>(content)
+                    .map(|d| d.body)
+                    .unwrap_or_default(),
+            },
+            _ => Content::Other,
+        };
+        Self {
+            event_id: record.event_id.clone(),
+            room_id: record.room_id.clone(),
+            sender: record.sender.clone(),
+            ts: record.origin_server_ts,
+            content,
+        }
+    }
+
+    /// Reads any event from the homeserver; `None` if it is not a room event.
+    pub fn parse<T>(raw: &Raw<T>) -> Option<Self> {
+        envelope(raw).ok().map(|record| Self::from_record(&record))
+    }
+
+    /// The changes to the room's record this event makes (none for most events).
+    pub fn room_update(&self) -> RoomUpdate {
+        match &self.content {
+            Content::Name(name) => RoomUpdate {
+                name: Some(name.clone()),
+                ..RoomUpdate::default()
+            },
+            Content::Encryption => RoomUpdate {
+                encrypted: Some(true),
+                ..RoomUpdate::default()
+            },
+            _ => RoomUpdate::default(),
+        }
+    }
+
+    /// The membership this event records, if it is a membership change.
+    pub fn membership(&self) -> Option<MembershipRecord> {
+        let Content::Member(m) = &self.content else {
+            return None;
+        };
+        Some(MembershipRecord {
+            room_id: self.room_id.clone(),
+            user_id: m.target.clone(),
+            membership: m.membership.clone(),
+            display_name: m.display_name.clone(),
+            sender: self.sender.clone(),
+        })
+    }
+}
+
+fn member(target: OwnedUserId, content: Option<&RawValue>, unsigned: &Unsigned<'_>) -> Member {
+    // Synapse checks memberships; one it sent unreadable counts as having left.
+    let content = content_as::<RoomMemberEventContent>(content);
+    let stripped = |event_type: &str| {
+        unsigned
+            .invite_room_state
+            .iter()
+            .find(|e| e.event_type == event_type)
+            .map(|e| e.content)
+    };
+    Member {
+        target,
+        membership: content
+            .as_ref()
+            .map_or(MembershipState::Leave, |c| c.membership.clone()),
+        display_name: content.as_ref().and_then(|c| c.displayname.clone()),
+        is_direct: content.as_ref().and_then(|c| c.is_direct),
+        invite_name: stripped("m.room.name").map(|c| name(Some(c))),
+        invite_encrypted: stripped("m.room.encryption").is_some(),
+    }
+}
+
+fn message(content: Option<&RawValue>) -> Content {
+    match content_as::<RoomMessageEventContent>(content) {
+        Some(c) => {
+            let kind = match &c.msgtype {
+                MessageType::Text(_) => MessageKind::Text,
+                MessageType::Notice(_) => MessageKind::Notice,
+                MessageType::Emote(_) => MessageKind::Emote,
+                _ => MessageKind::Other,
+            };
+            Content::Message {
+                kind,
+                body: c.msgtype.body().to_owned(),
+            }
+        }
+        None => Content::Message {
+            kind: MessageKind::Other,
+            body: content_as::<Described>(content)
+                .map(|d| d.body)
+                .unwrap_or_default(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn raw(event: Value) -> Raw<AnyTimelineEvent> {
+        Raw::from_json(serde_json::value::to_raw_value(&event).expect("json"))
+    }
+
+    fn event(event_type: &str, state_key: Option<&str>, content: Value) -> Raw<AnyTimelineEvent> {
+        let mut e = json!({"type": event_type, "event_id": "$e", "room_id": "!r:x",
+            "sender": "@a:x", "origin_server_ts": 5, "content": content});
+        if let Some(key) = state_key {
+            e["state_key"] = json!(key);
+        }
+        raw(e)
+    }
+
+    fn content(raw: Raw<AnyTimelineEvent>) -> Content {
+        RoomEvent::parse(&raw).expect("a room event").content
+    }
+
+    fn message(kind: MessageKind, body: &str) -> Content {
+        Content::Message {
+            kind,
+            body: body.into(),
+        }
+    }
+
+    #[test]
+    fn kinds_follow_type_and_msgtype() {
+        let m = |msgtype: &str| {
+            content(event(
+                "m.room.message",
+                None,
+                json!({"msgtype": msgtype, "body": "b"}),
+            ))
+        };
+        assert_eq!(m("m.text"), message(MessageKind::Text, "b"));
+        assert_eq!(m("m.notice"), message(MessageKind::Notice, "b"));
+        assert_eq!(m("m.emote"), message(MessageKind::Emote, "b"));
+        assert_eq!(m("org.example.custom"), message(MessageKind::Other, "b"));
+        assert_eq!(
+            content(event(
+                "m.room.encrypted",
+                None,
+                json!({"algorithm": "m.megolm.v1"})
+            )),
+            message(MessageKind::Encrypted, "")
+        );
+        assert_eq!(
+            content(event(
+                "m.room.message",
+                None,
+                json!({"msgtype": 5, "body": ["x"]})
+            )),
+            message(MessageKind::Other, ""),
+            "unreadable content is still a message"
+        );
+        assert_eq!(
+            content(event("m.room.topic", Some(""), json!({}))),
+            Content::Other
+        );
+        assert_eq!(
+            content(event("m.room.message", Some("x"), json!({"body": "b"}))),
+            Content::Other,
+            "a state event is never a message"
+        );
+    }
+
+    #[test]
+    fn an_empty_room_name_is_no_name() {
+        let name = |c: Value| content(event("m.room.name", Some(""), c));
+        assert_eq!(
+            name(json!({"name": "Tea"})),
+            Content::Name(Some("Tea".into()))
+        );
+        assert_eq!(name(json!({"name": ""})), Content::Name(None));
+        assert_eq!(name(json!({})), Content::Name(None));
+    }
+
+    #[test]
+    fn an_invite_carries_the_rooms_stripped_state() {
+        let mut invite = json!({"type": "m.room.member", "event_id": "$e", "room_id": "!r:x",
+            "sender": "@a:x", "origin_server_ts": 5, "state_key": "@b:x",
+            "content": {"membership": "invite", "is_direct": true, "displayname": "B"},
+            "unsigned": {"invite_room_state": [
+                {"type": "m.room.name", "state_key": "", "sender": "@a:x", "content": {"name": "Tea"}},
+                {"type": "m.room.encryption", "state_key": "", "sender": "@a:x",
+                 "content": {"algorithm": "m.megolm.v1.aes-sha2"}}]}});
+        let Content::Member(m) = content(raw(invite.clone())) else {
+            panic!("a membership")
+        };
+        assert_eq!(m.membership, MembershipState::Invite);
+        assert_eq!(m.target.as_str(), "@b:x");
+        assert_eq!(m.display_name.as_deref(), Some("B"));
+        assert_eq!(m.is_direct, Some(true));
+        assert_eq!(m.invite_name, Some(Some("Tea".into())));
+        assert!(m.invite_encrypted);
+        invite["content"] = json!({"no": "membership"});
+        let Content::Member(m) = content(raw(invite)) else {
+            panic!("a membership")
+        };
+        assert_eq!(m.membership, MembershipState::Leave);
+    }
+
+    #[test]
+    fn envelopes_refuse_what_is_not_a_room_event() {
+        assert!(envelope(&raw(json!({"type": "m.room.message"}))).is_err());
+        assert!(envelope(&raw(json!("text"))).is_err());
+        let long = event(&"x".repeat(256), None, json!({}));
+        assert!(matches!(envelope(&long), Err(EnvelopeError::TypeTooLong)));
+        let record = envelope(&event("m.room.message", None, json!({}))).expect("envelope");
+        assert_eq!(
+            (record.event_id.as_str(), record.origin_server_ts),
+            ("$e", 5)
+        );
+    }
+}

@@ -1,0 +1,265 @@
+//! One open stream: what it replays, when it resets, how it catches up, and when it
+//! ends. The API only turns its items into Server-Sent Events.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::Stream;
+use ruma::OwnedUserId;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+
+use super::{Live, LiveError, LiveEvent, Replay, Signal, StreamLog};
+
+/// How often an open stream checks its session is still valid.
+const SESSION_CHECK: Duration = Duration::from_secs(5);
+
+/// What an open stream yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LiveItem {
+    /// The next event of the user's stream.
+    Event(LiveEvent),
+    /// The client's cursor is older than what is kept: it must refetch. Carries the
+    /// newest id, so a reconnect resumes from there.
+    Reset { latest: Option<String> },
+}
+
+/// Whether the session behind a stream still stands (not ended, expired or revoked).
+#[async_trait]
+pub trait SessionCheck: Send + Sync + 'static {
+    async fn still_valid(&self) -> bool;
+}
+
+impl Live {
+    /// Opens `user_id`'s stream, replaying what came after `cursor` (the client's
+    /// `Last-Event-ID`) first. It ends when `stop` is cancelled or `session` no longer
+    /// stands.
+    pub async fn open(
+        &self,
+        user_id: OwnedUserId,
+        cursor: Option<String>,
+        session: Box<dyn SessionCheck>,
+        stop: CancellationToken,
+    ) -> Result<impl Stream<Item = LiveItem> + Send + use<>, LiveError> {
+        // Subscribe before replaying, so nothing falls between the two.
+        let mut live = self.hub.subscribe(&user_id);
+        let replay = match &cursor {
+            Some(cursor) => self.log.replay(&user_id, cursor).await?,
+            None => Replay::Events(Vec::new()),
+        };
+        let log = self.log.clone();
+        Ok(async_stream::stream! {
+            let mut last = cursor;
+            let mut pending = Some(replay);
+            let mut check = tokio::time::interval(SESSION_CHECK);
+            check.tick().await;
+            loop {
+                // Send what a replay found (at the start, or after falling behind).
+                match pending.take() {
+                    Some(Replay::Events(missed)) => {
+                        for event in missed {
+                            last = Some(event.id.clone());
+                            yield LiveItem::Event(event);
+                        }
+                    }
+                    Some(Replay::Reset) => {
+                        last = log.latest(&user_id).await.unwrap_or(None);
+                        yield LiveItem::Reset { latest: last.clone() };
+                    }
+                    None => {}
+                }
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    _ = check.tick() => {
+                        if !session.still_valid().await {
+                            break;
+                        }
+                    }
+                    received = live.recv() => match received {
+                        Ok(Signal::Event(event)) => {
+                            if last.as_deref().is_some_and(|l| !log.is_after(&event.id, l)) {
+                                continue; // Already sent by a replay.
+                            }
+                            last = Some(event.id.clone());
+                            yield LiveItem::Event(event);
+                        }
+                        // This stream fell behind, or entries may have been missed:
+                        // catch up from the log itself.
+                        Ok(Signal::Resync) | Err(RecvError::Lagged(_)) => {
+                            pending = Some(catch_up(&*log, &user_id, last.as_deref()).await);
+                        }
+                        Err(RecvError::Closed) => break,
+                    },
+                }
+            }
+        })
+    }
+}
+
+/// What the user missed after `last`; a reset when there is no `last`.
+async fn catch_up(log: &dyn StreamLog, user_id: &ruma::UserId, last: Option<&str>) -> Replay {
+    match last {
+        Some(last) => log.replay(user_id, last).await.unwrap_or(Replay::Reset),
+        None => Replay::Reset,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use futures_util::StreamExt;
+    use ruma::UserId;
+
+    use super::*;
+    use crate::live::{DatabaseLog, Delivery, StreamKind};
+    use crate::store::UserStreams;
+    use crate::store::memory::MemoryStore;
+
+    /// A session that always stands.
+    struct Valid;
+
+    #[async_trait]
+    impl SessionCheck for Valid {
+        async fn still_valid(&self) -> bool {
+            true
+        }
+    }
+
+    fn user(n: usize) -> OwnedUserId {
+        UserId::parse(format!("@u{n}:x")).expect("user id")
+    }
+
+    fn to(user: &UserId, key: &str) -> Delivery {
+        Delivery {
+            user_id: user.to_owned(),
+            dedup_key: key.to_owned(),
+            kind: StreamKind::Message,
+            payload: format!(r#"{{"key":"{key}"}}"#),
+        }
+    }
+
+    fn live() -> (Arc<MemoryStore>, Live) {
+        let store = Arc::new(MemoryStore::default());
+        (store.clone(), Live::new(Arc::new(DatabaseLog::new(store))))
+    }
+
+    async fn open(
+        live: &Live,
+        user: &UserId,
+        cursor: Option<&str>,
+    ) -> std::pin::Pin<Box<dyn Stream<Item = LiveItem> + Send>> {
+        let stream = live
+            .open(
+                user.to_owned(),
+                cursor.map(str::to_owned),
+                Box::new(Valid),
+                CancellationToken::new(),
+            )
+            .await
+            .expect("open");
+        Box::pin(stream)
+    }
+
+    fn ids(items: &[LiveItem]) -> Vec<String> {
+        items
+            .iter()
+            .map(|i| match i {
+                LiveItem::Event(e) => e.id.clone(),
+                LiveItem::Reset { latest } => format!("reset {latest:?}"),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_reconnect_replays_what_was_missed_then_goes_on_live() {
+        let (_, live) = live();
+        let alice = user(1);
+        live.deliver(&[to(&alice, "a"), to(&alice, "b"), to(&alice, "c")])
+            .await
+            .expect("deliver");
+        let mut stream = open(&live, &alice, Some("1")).await;
+        let replayed = [stream.next().await, stream.next().await];
+        let replayed: Vec<_> = replayed.into_iter().map(|i| i.expect("an item")).collect();
+        assert_eq!(ids(&replayed), ["2", "3"]);
+        live.deliver(&[to(&alice, "d"), to(&alice, "c")])
+            .await
+            .expect("deliver");
+        let next = stream.next().await.expect("an item");
+        assert_eq!(ids(&[next]), ["4"], "live, and `c` only once");
+    }
+
+    #[tokio::test]
+    async fn a_cursor_older_than_what_is_kept_gets_a_reset_with_the_newest_id() {
+        let (store, live) = live();
+        let alice = user(1);
+        for key in ["a", "b", "c"] {
+            live.deliver(&[to(&alice, key)]).await.expect("deliver");
+        }
+        store.prune(i64::MAX, 1).await.expect("prune");
+        for cursor in ["1", "not-an-id"] {
+            let mut stream = open(&live, &alice, Some(cursor)).await;
+            let first = stream.next().await.expect("an item");
+            assert_eq!(
+                first,
+                LiveItem::Reset {
+                    latest: Some("3".into())
+                },
+                "cursor {cursor}"
+            );
+        }
+        let mut kept = open(&live, &alice, Some("3")).await;
+        live.deliver(&[to(&alice, "d")]).await.expect("deliver");
+        assert_eq!(ids(&[kept.next().await.expect("an item")]), ["4"]);
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_falls_behind_catches_up_from_the_log_without_repeats() {
+        let (_, live) = live();
+        let alice = user(1);
+        live.deliver(&[to(&alice, "start")]).await.expect("deliver");
+        let mut stream = open(&live, &alice, Some("1")).await;
+        // More than a channel holds, before the stream reads any.
+        let keys: Vec<String> = (0..600).map(|i| format!("k{i}")).collect();
+        for key in &keys {
+            live.deliver(&[to(&alice, key)]).await.expect("deliver");
+        }
+        let mut got = Vec::new();
+        while got.len() < keys.len() {
+            got.push(stream.next().await.expect("an item"));
+        }
+        let expected: Vec<String> = (2..=601).map(|id: i64| id.to_string()).collect();
+        assert_eq!(ids(&got), expected, "every entry once, in order");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_event_wakes_only_its_recipient_among_2000_open_streams() {
+        let (_, live) = live();
+        let received = Arc::new(AtomicUsize::new(0));
+        let (first_tx, mut first_rx) = tokio::sync::mpsc::channel(1);
+        let mut tasks = Vec::new();
+        for n in 0..2000 {
+            let mut stream = open(&live, &user(n), None).await;
+            let (received, first_tx) = (received.clone(), first_tx.clone());
+            tasks.push(tokio::spawn(async move {
+                while let Some(item) = stream.next().await {
+                    received.fetch_add(1, Ordering::SeqCst);
+                    let _ = first_tx.send((n, item)).await;
+                }
+            }));
+        }
+        assert_eq!(live.hub.listening(), 2000);
+        live.deliver(&[to(&user(1234), "hello")])
+            .await
+            .expect("deliver");
+        let (n, item) = first_rx.recv().await.expect("a delivery");
+        assert_eq!(n, 1234);
+        assert!(matches!(item, LiveItem::Event(e) if e.payload.contains("hello")));
+        assert_eq!(live.wakeups(), 1, "one stream woken, not 2000");
+        assert_eq!(received.load(Ordering::SeqCst), 1);
+        for task in tasks {
+            task.abort();
+        }
+    }
+}

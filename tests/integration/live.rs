@@ -1,0 +1,173 @@
+//! The live stream: across daemons, across reconnects and restarts, keepalives, and
+//! delivery that never holds up the homeserver.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::clients::room_of_two;
+use crate::harness::{Backends, CacheKind, EventStream, TestApp, unique, urlencode};
+use crate::{for_each_backend, on_sqlite};
+
+for_each_backend!(
+    live_events_cross_daemons_and_survive_reconnects,
+    a_message_wakes_only_its_recipients_streams,
+);
+on_sqlite!(the_stream_sends_keepalives);
+
+/// 4 and 5. The same txn_id gives one event; with Redis, a stream client on another
+/// daemon gets the message, and after that daemon dies, reconnecting elsewhere with
+/// Last-Event-ID loses and repeats nothing; a restart keeps rooms, history and
+/// sessions.
+async fn live_events_cross_daemons_and_survive_reconnects(backends: Backends) {
+    let mut s = TestApp::spawn(backends).await;
+    let (alice, bob) = (s.user("alice").await, s.user("bob").await);
+    let mut bob_events = bob.events().await;
+    let room = room_of_two(&alice, &bob, &mut bob_events).await;
+
+    let path = format!("/rooms/{}/send/{}", urlencode(&room), unique("same"));
+    let first = alice
+        .ok(Method::PUT, &path, Some(json!({"body": "once"})))
+        .await;
+    let second = alice
+        .ok(Method::PUT, &path, Some(json!({"body": "once"})))
+        .await;
+    assert_eq!(
+        first["event_id"], second["event_id"],
+        "the same txn_id gives the same event"
+    );
+
+    // Bob listens on a second daemon (Redis mode) or reconnects to the same one.
+    let other = match backends.cache {
+        CacheKind::Redis => Some(s.another_daemon().await),
+        CacheKind::Embedded => None,
+    };
+    let listen_at = other
+        .as_ref()
+        .map_or(s.daemon().base_url.clone(), |d| d.base_url.clone());
+    let mut on_other = EventStream::connect(&listen_at, &bob.token, None).await;
+    let a = alice.send(&room, "a").await;
+    let (got, _) = on_other
+        .wait_for("message a on the other daemon", |e| {
+            e.data["event_id"] == a.as_str()
+        })
+        .await;
+    assert_eq!(got.data["body"], "a");
+    let cursor = on_other.last_id.clone().expect("an id");
+    drop(on_other);
+    if let Some(daemon) = other {
+        daemon.stop().await;
+    }
+    let missed = [alice.send(&room, "b").await, alice.send(&room, "c").await];
+    let mut resumed = EventStream::connect(&s.daemon().base_url, &bob.token, Some(&cursor)).await;
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let event = resumed
+            .next(Duration::from_secs(30))
+            .await
+            .expect("replayed events");
+        if event.event == "message" {
+            got.push(event.data["event_id"].as_str().expect("id").to_owned());
+        }
+    }
+    assert_eq!(got, missed, "missed messages replayed once, in order");
+    if let Some(extra) = resumed.next(Duration::from_millis(500)).await {
+        panic!("nothing else is replayed, got {extra:?}");
+    }
+    drop(resumed);
+
+    // A cursor the stream does not know gets `reset`.
+    let mut stale = EventStream::connect(&s.daemon().base_url, &bob.token, Some("0-1")).await;
+    let reset = stale.next(Duration::from_secs(10)).await.expect("an event");
+    assert_eq!(reset.event, "reset");
+    let newest = reset.id.clone().expect("a reset carries the newest id");
+    drop(stale);
+    let mut after_reset =
+        EventStream::connect(&s.daemon().base_url, &bob.token, Some(&newest)).await;
+    if let Some(extra) = after_reset.next(Duration::from_millis(500)).await {
+        panic!("resuming from the reset's id repeats nothing, got {extra:?}");
+    }
+    drop(after_reset);
+
+    // A restart keeps rooms, history and sessions.
+    s.stop().await;
+    s.start().await;
+    let rooms = bob.ok(Method::GET, "/rooms", None).await;
+    assert!(
+        rooms["rooms"]
+            .as_array()
+            .expect("rooms")
+            .iter()
+            .any(|r| r["room_id"] == room.as_str())
+    );
+    let (status, page) = bob.messages(&room, "?limit=3").await;
+    assert_eq!(status, 200);
+    let bodies: Vec<&str> = page["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter_map(|m| m["body"].as_str())
+        .collect();
+    assert_eq!(bodies, ["a", "b", "c"]);
+}
+
+/// The stream sends a `: keepalive` comment every 15 s (the same code on every
+/// backend, so tested once).
+async fn the_stream_sends_keepalives(backends: Backends) {
+    let s = TestApp::spawn(backends).await;
+    let alice = s.user("alice").await;
+    let mut events = alice.events().await;
+    let started = std::time::Instant::now();
+    while !events.comments.iter().any(|c| c == "keepalive") {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no keepalive within 20 s"
+        );
+        if let Some(event) = events.next(Duration::from_secs(1)).await {
+            panic!("an idle stream sent {event:?}");
+        }
+    }
+    assert!(
+        started.elapsed() >= Duration::from_secs(10),
+        "keepalives are not sent too often"
+    );
+}
+
+/// A message wakes the open streams of its room's ChatSender members and no others,
+/// however many other streams are open (in Redis mode after a round trip through
+/// pub/sub).
+async fn a_message_wakes_only_its_recipients_streams(backends: Backends) {
+    let s = TestApp::spawn(backends).await;
+    let (alice, bob) = (s.user("alice").await, s.user("bob").await);
+    let mut alice_events = alice.events().await;
+    let mut bob_events = bob.events().await;
+    let room = room_of_two(&alice, &bob, &mut bob_events).await;
+    for stream in [&mut alice_events, &mut bob_events] {
+        stream
+            .wait_for("Bob's join", |e| {
+                e.event == "membership"
+                    && e.data["user_id"] == bob.user_id.as_str()
+                    && e.data["membership"] == "join"
+            })
+            .await;
+    }
+    let mut others = Vec::new();
+    for _ in 0..20 {
+        let other = s.user("other").await;
+        others.push((other.events().await, other));
+    }
+
+    let before = s.daemon().live.wakeups();
+    let hello = alice.send(&room, "hello").await;
+    for stream in [&mut alice_events, &mut bob_events] {
+        stream
+            .wait_for("hello", |e| e.data["event_id"] == hello.as_str())
+            .await;
+    }
+    assert_eq!(
+        s.daemon().live.wakeups() - before,
+        2,
+        "Alice's and Bob's streams, none of the 20 others"
+    );
+}
