@@ -1,3 +1,5 @@
+//! The `chatsender` binary: parses the command line and runs it.
+
 use clap::Parser;
 
 #[tokio::main]

@@ -48,7 +48,7 @@ impl HomeserverClient {
         base_url: &Url,
         appservice_id: &str,
         as_token: SecretString,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, reqwest::Error> {
         crate::install_tls_provider();
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)

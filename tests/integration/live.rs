@@ -6,6 +6,9 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::json;
 
+use chatsender::live::{Delivery, StreamKind};
+use ruma::OwnedUserId;
+
 use crate::clients::room_of_two;
 use crate::harness::{Backends, CacheKind, EventStream, TestApp, unique, urlencode};
 use crate::{for_each_backend, on_sqlite};
@@ -13,6 +16,7 @@ use crate::{for_each_backend, on_sqlite};
 for_each_backend!(
     live_events_cross_daemons_and_survive_reconnects,
     a_message_wakes_only_its_recipients_streams,
+    an_event_fed_again_after_a_crash_reaches_each_stream_once,
 );
 on_sqlite!(the_stream_sends_keepalives);
 
@@ -170,4 +174,33 @@ async fn a_message_wakes_only_its_recipients_streams(backends: Backends) {
         2,
         "Alice's and Bob's streams, none of the 20 others"
     );
+}
+
+/// The feed may deliver an event again after a crash (delivered, not yet marked fed):
+/// each stream keeps it once, live and on replay, in the database and in Redis.
+async fn an_event_fed_again_after_a_crash_reaches_each_stream_once(backends: Backends) {
+    let s = TestApp::spawn(backends).await;
+    let alice = s.user("alice").await;
+    let user = OwnedUserId::try_from(alice.user_id.as_str()).expect("user id");
+    let delivery = |key: &str| Delivery {
+        user_id: user.clone(),
+        dedup_key: key.to_owned(),
+        kind: StreamKind::Message,
+        payload: json!({"event_id": key}).to_string(),
+    };
+    let live = &s.daemon().live;
+    let mut stream = alice.events().await;
+    live.deliver(&[delivery("$a")]).await.expect("deliver");
+    let (first, _) = stream.wait_for("$a", |e| e.data["event_id"] == "$a").await;
+    let cursor = first.id.expect("an id");
+    for key in ["$b", "$b", "$c"] {
+        live.deliver(&[delivery(key)]).await.expect("deliver");
+    }
+    let (_, before) = stream.wait_for("$c", |e| e.data["event_id"] == "$c").await;
+    let seen: Vec<_> = before.iter().map(|e| e.data["event_id"].clone()).collect();
+    assert_eq!(seen, [json!("$b")], "$b once on the open stream");
+    let mut replay = EventStream::connect(&alice.base, &alice.token, Some(&cursor)).await;
+    let (_, before) = replay.wait_for("$c", |e| e.data["event_id"] == "$c").await;
+    let seen: Vec<_> = before.iter().map(|e| e.data["event_id"].clone()).collect();
+    assert_eq!(seen, [json!("$b")], "$b once on replay");
 }

@@ -232,16 +232,16 @@ macro_rules! for_each_backend {
                     }
                 }
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                #[ignore = "integration test: run ./scripts/test"]
+                #[ignore = "integration test: needs Synapse, MariaDB and Redis; run ./scripts/test"]
                 async fn sqlite_embedded() { run(StoreKind::Sqlite, CacheKind::Embedded).await }
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                #[ignore = "integration test: run ./scripts/test"]
+                #[ignore = "integration test: needs Synapse, MariaDB and Redis; run ./scripts/test"]
                 async fn sqlite_redis() { run(StoreKind::Sqlite, CacheKind::Redis).await }
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                #[ignore = "integration test: run ./scripts/test"]
+                #[ignore = "integration test: needs Synapse, MariaDB and Redis; run ./scripts/test"]
                 async fn mariadb_embedded() { run(StoreKind::Mariadb, CacheKind::Embedded).await }
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                #[ignore = "integration test: run ./scripts/test"]
+                #[ignore = "integration test: needs Synapse, MariaDB and Redis; run ./scripts/test"]
                 async fn mariadb_redis() { run(StoreKind::Mariadb, CacheKind::Redis).await }
             }
         )*
@@ -256,7 +256,7 @@ macro_rules! on_sqlite {
         $(
             mod $name {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                #[ignore = "integration test: run ./scripts/test"]
+                #[ignore = "integration test: needs Synapse, MariaDB and Redis; run ./scripts/test"]
                 async fn sqlite_embedded() {
                     super::$name($crate::provision::Backends::SQLITE_EMBEDDED).await
                 }
