@@ -133,10 +133,18 @@ impl MatrixError {
     }
 
     /// A refusal passed on from the homeserver: its errcode and message, with the
-    /// status Matrix gives that errcode (400 where the spec names none).
+    /// status the Matrix spec gives that errcode (400 where it names none).
     pub fn refused(kind: ErrorKind, message: impl Into<String>) -> Self {
         let status = match &kind {
-            ErrorKind::Forbidden | ErrorKind::GuestAccessForbidden => StatusCode::FORBIDDEN,
+            ErrorKind::Forbidden
+            | ErrorKind::GuestAccessForbidden
+            | ErrorKind::UserDeactivated
+            | ErrorKind::UserLocked
+            | ErrorKind::UserSuspended
+            | ErrorKind::ResourceLimitExceeded(_)
+            | ErrorKind::CannotLeaveServerNoticeRoom
+            | ErrorKind::InviteBlocked
+            | ErrorKind::ThreepidDenied => StatusCode::FORBIDDEN,
             ErrorKind::NotFound | ErrorKind::Unrecognized => StatusCode::NOT_FOUND,
             ErrorKind::LimitExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,

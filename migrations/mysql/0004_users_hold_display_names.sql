@@ -3,7 +3,8 @@ ALTER TABLE users ADD COLUMN registered_at BIGINT NULL;
 INSERT IGNORE INTO users (user_id, display_name, created_at)
     SELECT user_id, display_name, registered_at FROM puppets;
 UPDATE users u JOIN puppets p ON p.user_id = u.user_id SET u.registered_at = p.registered_at;
-DROP TABLE puppets;
+-- `puppets` is no longer read; it stays for daemons of the previous version still
+-- running during a rolling upgrade, and goes in a later migration.
 
 -- Each room's newest message, set by the feed (which decides what a message is). The
 -- rooms indexed before this migration take theirs from the event log, once.

@@ -4,7 +4,8 @@ INSERT OR IGNORE INTO users (user_id, display_name, created_at)
     SELECT user_id, display_name, registered_at FROM puppets;
 UPDATE users SET registered_at = (SELECT p.registered_at FROM puppets p WHERE p.user_id = users.user_id)
     WHERE user_id IN (SELECT user_id FROM puppets);
-DROP TABLE puppets;
+-- `puppets` is no longer read; it stays for daemons of the previous version still
+-- running during a rolling upgrade, and goes in a later migration.
 
 -- Each room's newest message, set by the feed (which decides what a message is). The
 -- rooms indexed before this migration take theirs from the event log, once.

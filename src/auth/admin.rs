@@ -65,8 +65,12 @@ pub enum AdminError {
         source: std::io::Error,
     },
     #[error("cannot register the keys: {0}")]
+    Register(#[source] StoreError),
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error("could not end the key's sessions; nothing was revoked, run revoke again: {0}")]
+    NotRevoked(#[source] AuthError),
+    #[error("sessions: {0}")]
     Sessions(#[source] AuthError),
 }
 
@@ -152,7 +156,11 @@ impl KeyAdmin {
             Ok(())
         })();
         let result = match result {
-            Ok(()) => self.keys.insert_keys(&keys).await.map_err(AdminError::from),
+            Ok(()) => self
+                .keys
+                .insert_keys(&keys)
+                .await
+                .map_err(AdminError::Register),
             Err(e) => Err(e),
         };
         if let Err(e) = result {
@@ -251,7 +259,7 @@ impl KeyAdmin {
             .sessions
             .end_key(&key.key_id, now, self.idle)
             .await
-            .map_err(AdminError::Sessions)?;
+            .map_err(AdminError::NotRevoked)?;
         let newly = self.keys.revoke_key(&key.key_id, now).await?;
         // A login that finished between the two steps saw the key still active.
         let ended = ended

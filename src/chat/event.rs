@@ -13,6 +13,7 @@ use ruma::events::room::name::RoomNameEventContent;
 use ruma::serde::Raw;
 use ruma::{MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId, OwnedUserId, UserId};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
@@ -111,19 +112,20 @@ pub enum MessageKind {
     Other,
 }
 
-/// The parts of an event past its envelope.
+/// The parts of an event past its envelope, each read on its own so that an odd one
+/// spoils nothing else.
 #[derive(Deserialize)]
 struct Body<'a> {
     #[serde(borrow)]
     content: Option<&'a RawValue>,
-    #[serde(default)]
-    unsigned: Unsigned<'a>,
+    #[serde(borrow)]
+    unsigned: Option<&'a RawValue>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize)]
 struct Unsigned<'a> {
     #[serde(borrow, default)]
-    invite_room_state: Vec<Stripped<'a>>,
+    invite_room_state: Vec<&'a RawValue>,
 }
 
 /// A stripped state event sent along with an invite.
@@ -135,14 +137,27 @@ struct Stripped<'a> {
     content: &'a RawValue,
 }
 
-/// Content that has at least a text description.
-#[derive(Deserialize)]
-struct Described {
-    body: String,
-}
-
 fn content_as<T: serde::de::DeserializeOwned>(content: Option<&RawValue>) -> Option<T> {
     serde_json::from_str(content?.get()).ok()
+}
+
+/// A content field read on its own, for content ruma's type refuses as a whole.
+fn field(content: Option<&RawValue>, name: &str) -> Value {
+    content_as::<Value>(content).map_or(Value::Null, |mut c| c[name].take())
+}
+
+/// The stripped state sent along with an invite; unreadable entries are left out.
+fn invite_state<'a>(unsigned: Option<&'a RawValue>) -> Vec<Stripped<'a>> {
+    let Some(unsigned) = unsigned else {
+        return Vec::new();
+    };
+    let entries = serde_json::from_str::<Unsigned<'a>>(unsigned.get())
+        .map(|u| u.invite_room_state)
+        .unwrap_or_default();
+    entries
+        .into_iter()
+        .filter_map(|e| serde_json::from_str(e.get()).ok())
+        .collect()
 }
 
 fn name(content: Option<&RawValue>) -> Option<String> {
@@ -155,12 +170,11 @@ impl RoomEvent {
     /// Reads a recorded event's content.
     pub fn from_record(record: &EventRecord) -> Self {
         let body: Option<Body<'_>> = serde_json::from_str(record.json.json().get()).ok();
-        let (content, unsigned) =
-            body.map_or((None, Unsigned::default()), |b| (b.content, b.unsigned));
+        let (content, unsigned) = body.map_or((None, None), |b| (b.content, b.unsigned));
         let state_key = record.state_key.as_deref();
         let content = match (record.event_type.as_str(), state_key) {
             ("m.room.member", Some(target)) => match UserId::parse(target) {
-                Ok(target) => Content::Member(member(target, content, &unsigned)),
+                Ok(target) => Content::Member(member(target, content, unsigned)),
                 Err(_) => Content::Other,
             },
             ("m.room.name", Some("")) => Content::Name(name(content)),
@@ -172,9 +186,10 @@ impl RoomEvent {
             },
             ("m.sticker", None) => Content::Message {
                 kind: MessageKind::Other,
-                body: content_as::<Described>(content)
-                    .map(|d| d.body)
-                    .unwrap_or_default(),
+                body: field(content, "body")
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
             },
             _ => Content::Other,
         };
@@ -222,30 +237,38 @@ impl RoomEvent {
     }
 }
 
-fn member(target: OwnedUserId, content: Option<&RawValue>, unsigned: &Unsigned<'_>) -> Member {
-    // Synapse checks memberships; one it sent unreadable counts as having left.
-    let content = content_as::<RoomMemberEventContent>(content);
+fn member(target: OwnedUserId, content: Option<&RawValue>, unsigned: Option<&RawValue>) -> Member {
+    let stripped = invite_state(unsigned);
     let stripped = |event_type: &str| {
-        unsigned
-            .invite_room_state
+        stripped
             .iter()
             .find(|e| e.event_type == event_type)
             .map(|e| e.content)
     };
+    let (membership, display_name, is_direct) = match content_as::<RoomMemberEventContent>(content)
+    {
+        Some(c) => (c.membership, c.displayname, c.is_direct),
+        // Only the membership matters; one Synapse sent unreadable counts as left.
+        None => (
+            field(content, "membership")
+                .as_str()
+                .map_or(MembershipState::Leave, MembershipState::from),
+            field(content, "displayname").as_str().map(str::to_owned),
+            field(content, "is_direct").as_bool(),
+        ),
+    };
     Member {
         target,
-        membership: content
-            .as_ref()
-            .map_or(MembershipState::Leave, |c| c.membership.clone()),
-        display_name: content.as_ref().and_then(|c| c.displayname.clone()),
-        is_direct: content.as_ref().and_then(|c| c.is_direct),
+        membership,
+        display_name,
+        is_direct,
         invite_name: stripped("m.room.name").map(|c| name(Some(c))),
         invite_encrypted: stripped("m.room.encryption").is_some(),
     }
 }
 
 fn message(content: Option<&RawValue>) -> Content {
-    match content_as::<RoomMessageEventContent>(content) {
+    let (kind, body) = match content_as::<RoomMessageEventContent>(content) {
         Some(c) => {
             let kind = match &c.msgtype {
                 MessageType::Text(_) => MessageKind::Text,
@@ -253,18 +276,21 @@ fn message(content: Option<&RawValue>) -> Content {
                 MessageType::Emote(_) => MessageKind::Emote,
                 _ => MessageKind::Other,
             };
-            Content::Message {
-                kind,
-                body: c.msgtype.body().to_owned(),
-            }
+            (kind, c.msgtype.body().to_owned())
         }
-        None => Content::Message {
-            kind: MessageKind::Other,
-            body: content_as::<Described>(content)
-                .map(|d| d.body)
-                .unwrap_or_default(),
-        },
-    }
+        // One odd field (say, in its mentions) does not make a text something else.
+        None => {
+            let kind = match field(content, "msgtype").as_str() {
+                Some("m.text") => MessageKind::Text,
+                Some("m.notice") => MessageKind::Notice,
+                Some("m.emote") => MessageKind::Emote,
+                _ => MessageKind::Other,
+            };
+            let body = field(content, "body");
+            (kind, body.as_str().unwrap_or_default().to_owned())
+        }
+    };
+    Content::Message { kind, body }
 }
 
 #[cfg(test)]
@@ -327,6 +353,12 @@ mod tests {
             message(MessageKind::Other, ""),
             "unreadable content is still a message"
         );
+        let odd = json!({"msgtype": "m.text", "body": "b", "m.mentions": {"user_ids": [5]}});
+        assert_eq!(
+            content(event("m.room.message", None, odd)),
+            message(MessageKind::Text, "b"),
+            "one odd field keeps a text a text"
+        );
         assert_eq!(
             content(event("m.room.topic", Some(""), json!({}))),
             Content::Other
@@ -367,6 +399,22 @@ mod tests {
         assert_eq!(m.is_direct, Some(true));
         assert_eq!(m.invite_name, Some(Some("Tea".into())));
         assert!(m.invite_encrypted);
+        invite["content"] = json!({"membership": "join", "displayname": 7, "reason": {}});
+        invite["unsigned"]["invite_room_state"][1] = json!("not an event");
+        let Content::Member(m) = content(raw(invite.clone())) else {
+            panic!("a membership")
+        };
+        assert_eq!(
+            m.membership,
+            MembershipState::Join,
+            "odd fields keep the membership"
+        );
+        assert_eq!(
+            m.invite_name,
+            Some(Some("Tea".into())),
+            "the readable stripped state"
+        );
+        assert!(!m.invite_encrypted);
         invite["content"] = json!({"no": "membership"});
         let Content::Member(m) = content(raw(invite)) else {
             panic!("a membership")

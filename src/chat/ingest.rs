@@ -281,11 +281,7 @@ impl Ingest {
                 let Some(message) = Message::of(event, sender.and_then(|m| m.display_name)) else {
                     return Ok(());
                 };
-                let update = RoomUpdate {
-                    last_event_id: Some(event.event_id.clone()),
-                    ..RoomUpdate::default()
-                };
-                self.rooms.update_room(room, &update).await?;
+                self.rooms.set_last_message(room, &event.event_id).await?;
                 let to = self.joined(room).await?;
                 self.deliver(to, event, StreamKind::Message, &message).await
             }

@@ -68,17 +68,16 @@ impl Puppets {
     pub async fn ensure(&self, user_id: &UserId, display_name: &str) -> Result<(), PuppetError> {
         self.users.create_user(user_id, Some(display_name)).await?;
         self.register(user_id).await?;
-        self.set_display_name(user_id, display_name).await
+        let current = self.users.user(user_id).await?.and_then(|u| u.display_name);
+        if current.as_deref() != Some(display_name) {
+            self.set_display_name(user_id, display_name).await?;
+        }
+        Ok(())
     }
 
-    /// Sets the display name on the homeserver and here, unless it is already set.
+    /// Sets the display name on the homeserver and here (setting it again mends a
+    /// name changed on the homeserver behind ChatSender's back).
     pub async fn set_display_name(&self, user_id: &UserId, name: &str) -> Result<(), PuppetError> {
-        let user = self.users.user(user_id).await?;
-        if user.as_ref().and_then(|u| u.display_name.as_deref()) == Some(name)
-            && user.as_ref().is_some_and(|u| u.registered_at.is_some())
-        {
-            return Ok(());
-        }
         self.homeserver.set_display_name(user_id, name).await?;
         self.users.set_display_name(user_id, name).await?;
         Ok(())

@@ -102,13 +102,7 @@ impl HomeserverClient {
             .body(body.as_slice())
             .map_err(|e| protocol(e.to_string()))?;
         if status >= 400 {
-            let (kind, message) = match serde_json::from_slice::<StandardErrorBody>(&body) {
-                Ok(error) => (error.kind, error.message),
-                Err(_) => (
-                    ErrorKind::Unknown,
-                    String::from_utf8_lossy(&body).into_owned(),
-                ),
-            };
+            let (kind, message) = refusal(status, &body);
             return Err(HomeserverError::Refused {
                 endpoint,
                 status,
@@ -137,6 +131,30 @@ impl HomeserverClient {
             .map_err(|e| HomeserverError::Unreachable(error_chain(&e)))?;
         Ok((status, body.to_vec()))
     }
+}
+
+/// The errcode and message of a refusal. A body ruma cannot read (a known errcode
+/// without its data, or not JSON at all) still gives what it can; a body that is not
+/// a Matrix error is never passed on as the message.
+fn refusal(status: u16, body: &[u8]) -> (ErrorKind, String) {
+    if let Ok(error) = serde_json::from_slice::<StandardErrorBody>(body) {
+        return (error.kind, error.message);
+    }
+    #[derive(serde::Deserialize)]
+    struct Loose {
+        errcode: Option<String>,
+        error: Option<String>,
+    }
+    let loose = serde_json::from_slice::<Loose>(body).ok();
+    let kind = loose
+        .as_ref()
+        .and_then(|l| l.errcode.as_deref())
+        .and_then(|code| serde_json::from_value(serde_json::json!({ "errcode": code })).ok())
+        .unwrap_or(ErrorKind::Unknown);
+    let message = loose
+        .and_then(|l| l.error)
+        .unwrap_or_else(|| format!("the homeserver answered {status}"));
+    (kind, message)
 }
 
 /// reqwest's top-level message hides the cause ("error sending request"); show it all.
@@ -290,5 +308,29 @@ impl Homeserver for HomeserverClient {
             message: e.to_string(),
         })?;
         Ok(self.call("send", request, Some(sender)).await?.event_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_keep_what_they_can() {
+        let (kind, message) = refusal(403, br#"{"errcode":"M_FORBIDDEN","error":"no"}"#);
+        assert_eq!(
+            (kind.errcode().as_str(), message.as_str()),
+            ("M_FORBIDDEN", "no")
+        );
+        let (kind, message) = refusal(403, br#"{"errcode":"M_RESOURCE_LIMIT_EXCEEDED"}"#);
+        assert_eq!(
+            kind.errcode().as_str(),
+            "M_UNKNOWN",
+            "no admin_contact: unreadable"
+        );
+        assert_eq!(message, "the homeserver answered 403");
+        let (kind, message) = refusal(502, b"<html>Bad gateway</html>");
+        assert_eq!(kind.errcode().as_str(), "M_UNKNOWN");
+        assert!(!message.contains("html"), "{message}");
     }
 }

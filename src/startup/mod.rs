@@ -245,6 +245,10 @@ impl Application {
         for task in tasks {
             let _ = task.await;
         }
+        // Transactions answered while the server drained are fed before it exits.
+        if let Err(error) = self.ingest.run_pending().await {
+            tracing::warn!(%error, "could not feed the last events; the next start will");
+        }
         served.context("server error")
     }
 }

@@ -143,7 +143,6 @@ pub struct RoomUpdate {
     pub name: Option<Option<String>>,
     pub is_direct: Option<bool>,
     pub encrypted: Option<bool>,
-    pub last_event_id: Option<OwnedEventId>,
 }
 
 /// A user's latest membership of a room.

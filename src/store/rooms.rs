@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use ruma::events::room::member::MembershipState;
-use ruma::{RoomId, UserId};
+use ruma::{EventId, RoomId, UserId};
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Type};
 
 use super::sql::{self, Dialect, SqlStore};
@@ -17,6 +17,13 @@ pub trait RoomIndex: Send + Sync + 'static {
 
     /// A room's record.
     async fn room(&self, room_id: &RoomId) -> Result<Option<RoomRecord>, StoreError>;
+
+    /// Notes the room's newest message, if the room is indexed.
+    async fn set_last_message(
+        &self,
+        room_id: &RoomId,
+        event_id: &EventId,
+    ) -> Result<(), StoreError>;
 
     /// Sets a user's membership of a room.
     async fn set_membership(&self, membership: &MembershipRecord) -> Result<(), StoreError>;
@@ -142,13 +149,11 @@ where
         let name = update.name.as_ref().map(|n| n.as_deref().unwrap_or(""));
         sqlx::query(
             "UPDATE rooms SET name = COALESCE(?, name), is_direct = COALESCE(?, is_direct), \
-             encrypted = COALESCE(?, encrypted), last_event_id = COALESCE(?, last_event_id), \
-             updated_at = ? WHERE room_id = ?",
+             encrypted = COALESCE(?, encrypted), updated_at = ? WHERE room_id = ?",
         )
         .bind(name)
         .bind(update.is_direct.map(i64::from))
         .bind(update.encrypted.map(i64::from))
-        .bind(update.last_event_id.as_ref().map(|id| id.as_str()))
         .bind(now)
         .bind(room_id.as_str())
         .execute(&self.pool)
@@ -165,6 +170,19 @@ where
         .fetch_optional(&self.pool)
         .await?;
         row.map(RoomRecord::try_from).transpose()
+    }
+
+    async fn set_last_message(
+        &self,
+        room_id: &RoomId,
+        event_id: &EventId,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE rooms SET last_event_id = ? WHERE room_id = ?")
+            .bind(event_id.as_str())
+            .bind(room_id.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     async fn set_membership(&self, m: &MembershipRecord) -> Result<(), StoreError> {

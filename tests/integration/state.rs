@@ -11,11 +11,16 @@ use ruma::serde::Raw;
 use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
 
 use crate::for_each_backend;
+use chatsender::config::DatabaseUrl;
+use secrecy::ExposeSecret;
+
 use crate::harness::{Backends, Provisioned, unique, wait_until};
+use crate::provision::StoreKind;
 
 for_each_backend!(
     store_records_each_transaction_and_event_once,
     store_keeps_users_rooms_and_streams,
+    the_upgrade_to_one_display_name_keeps_what_was_there,
     cache_keeps_its_promises
 );
 
@@ -348,4 +353,95 @@ async fn cache_keeps_its_promises(backends: Backends) {
         1,
         "deleting resets the counter"
     );
+}
+
+/// Rows as the previous release left them: a user with a key's name, two puppets (one
+/// renamed since, one with no user row), a room with messages.
+const BEFORE_0004: &[&str] = &[
+    "INSERT INTO users (user_id, display_name, created_at) VALUES ('@cs_bob:localhost', 'bob', 1)",
+    "INSERT INTO puppets (user_id, display_name, registered_at) VALUES \
+     ('@cs_bob:localhost', 'Bobby', 123), ('@cs_pea:localhost', 'Pea', 456)",
+    "INSERT INTO rooms (room_id, name, is_direct, encrypted, updated_at) \
+     VALUES ('!r:localhost', 'Tea', 0, 0, 1)",
+    "INSERT INTO room_events (event_id, room_id, sender, event_type, state_key, \
+     origin_server_ts, json, received_at, ingested) VALUES \
+     ('$1', '!r:localhost', '@c:x', 'm.room.message', NULL, 1, '{}', 1, 1), \
+     ('$2', '!r:localhost', '@c:x', 'm.room.message', NULL, 2, '{}', 1, 1), \
+     ('$3', '!r:localhost', '@c:x', 'm.room.topic', '', 3, '{}', 1, 1)",
+];
+
+/// Migration 0004 over a database of the previous release: each user keeps the display
+/// name it had, puppets become registered users, rooms learn their newest message.
+async fn the_upgrade_to_one_display_name_keeps_what_was_there(backends: Backends) {
+    use sqlx::Connection;
+    let provisioned = Provisioned::new(backends).await;
+    let dialect = match backends.store {
+        StoreKind::Sqlite => "sqlite",
+        StoreKind::Mariadb => "mysql",
+    };
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(dialect);
+    let migrator = sqlx::migrate::Migrator::new(dir).await.expect("migrations");
+    match &provisioned.database {
+        DatabaseUrl::Sqlite(url) => {
+            let options = url
+                .parse::<sqlx::sqlite::SqliteConnectOptions>()
+                .expect("url");
+            let mut conn = sqlx::SqliteConnection::connect_with(&options.create_if_missing(true))
+                .await
+                .expect("connect");
+            migrator
+                .run_to(3, &mut conn)
+                .await
+                .expect("migrate to 0003");
+            for sql in BEFORE_0004 {
+                sqlx::raw_sql(*sql)
+                    .execute(&mut conn)
+                    .await
+                    .expect("insert");
+            }
+        }
+        DatabaseUrl::Mysql(url) => {
+            let mut conn = sqlx::MySqlConnection::connect(url.expose_secret())
+                .await
+                .expect("connect");
+            migrator
+                .run_to(3, &mut conn)
+                .await
+                .expect("migrate to 0003");
+            for sql in BEFORE_0004 {
+                sqlx::raw_sql(*sql)
+                    .execute(&mut conn)
+                    .await
+                    .expect("insert");
+            }
+        }
+    }
+
+    let stores = provisioned.stores().await;
+    let user = |id: &str| {
+        let stores = stores.clone();
+        let id = OwnedUserId::try_from(id).expect("user id");
+        async move { stores.users.user(&id).await.expect("user").expect("a user") }
+    };
+    let bob = user("@cs_bob:localhost").await;
+    assert_eq!(
+        (bob.display_name.as_deref(), bob.registered_at),
+        (Some("bob"), Some(123)),
+        "the user's own name wins over the puppet's stale copy"
+    );
+    let pea = user("@cs_pea:localhost").await;
+    assert_eq!(
+        (pea.display_name.as_deref(), pea.registered_at),
+        (Some("Pea"), Some(456))
+    );
+    let room = OwnedRoomId::try_from("!r:localhost").expect("room id");
+    let room = stores
+        .rooms
+        .room(&room)
+        .await
+        .expect("room")
+        .expect("a room");
+    assert_eq!(room.last_event_id.as_ref().map(|e| e.as_str()), Some("$2"));
 }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use ruma::events::room::member::MembershipState;
-use ruma::{OwnedUserId, RoomId, UserId};
+use ruma::{EventId, OwnedUserId, RoomId, UserId};
 
 use super::MemoryStore;
 use crate::store::*;
@@ -28,8 +28,16 @@ impl RoomIndex for MemoryStore {
         }
         room.is_direct = update.is_direct.unwrap_or(room.is_direct);
         room.encrypted = update.encrypted.unwrap_or(room.encrypted);
-        if let Some(id) = &update.last_event_id {
-            room.last_event_id = Some(id.clone());
+        Ok(())
+    }
+
+    async fn set_last_message(
+        &self,
+        room_id: &RoomId,
+        event_id: &EventId,
+    ) -> Result<(), StoreError> {
+        if let Some(room) = self.at("rooms")?.rooms.get_mut(room_id) {
+            room.last_event_id = Some(event_id.to_owned());
         }
         Ok(())
     }
