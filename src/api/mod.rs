@@ -3,6 +3,7 @@
 
 mod ops;
 pub mod v1;
+pub mod web;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;

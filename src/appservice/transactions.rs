@@ -37,7 +37,12 @@ pub async fn push_events(
         .map_err(|e| MatrixError::not_json(format!("not a transaction: {e}")))?;
     state
         .ingest
-        .record(&txn_id, Sha256::digest(&body).into(), &request.events)
+        .record(
+            &txn_id,
+            Sha256::digest(&body).into(),
+            &request.events,
+            &request.ephemeral,
+        )
         .await
         .map_err(MatrixError::internal)?;
     Ok(Json(serde_json::json!({})))

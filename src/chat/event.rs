@@ -293,6 +293,78 @@ fn message(content: Option<&RawValue>) -> Content {
     Content::Message { kind, body }
 }
 
+/// What Synapse pushes besides room events, as ChatSender uses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ephemeral {
+    /// Who is typing in a room now.
+    Typing {
+        room_id: OwnedRoomId,
+        user_ids: Vec<OwnedUserId>,
+    },
+    /// `user_id` has read the room up to `event_id` (a public `m.read` receipt).
+    Receipt {
+        room_id: OwnedRoomId,
+        user_id: OwnedUserId,
+        event_id: OwnedEventId,
+    },
+}
+
+/// A pushed ephemeral event's outside.
+#[derive(Deserialize)]
+struct EphemeralEvent {
+    #[serde(rename = "type")]
+    event_type: String,
+    room_id: Option<OwnedRoomId>,
+    #[serde(default)]
+    content: Value,
+}
+
+/// Reads a pushed ephemeral event (one receipt event can hold several receipts);
+/// presence, private receipts and anything unreadable give nothing.
+pub fn ephemeral<T>(raw: &Raw<T>) -> Vec<Ephemeral> {
+    let Ok(event) = serde_json::from_str::<EphemeralEvent>(raw.json().get()) else {
+        return Vec::new();
+    };
+    let Some(room_id) = event.room_id else {
+        return Vec::new();
+    };
+    let users = |v: &Value| -> Vec<OwnedUserId> {
+        let ids = v.as_array().map(Vec::as_slice).unwrap_or_default();
+        ids.iter()
+            .filter_map(|u| UserId::parse(u.as_str()?).ok())
+            .collect()
+    };
+    match event.event_type.as_str() {
+        "m.typing" => vec![Ephemeral::Typing {
+            user_ids: users(&event.content["user_ids"]),
+            room_id,
+        }],
+        "m.receipt" => {
+            let Some(by_event) = event.content.as_object() else {
+                return Vec::new();
+            };
+            let mut receipts = Vec::new();
+            for (event_id, kinds) in by_event {
+                let Ok(event_id) = OwnedEventId::try_from(event_id.as_str()) else {
+                    continue;
+                };
+                let readers = kinds["m.read"].as_object().into_iter().flatten();
+                for (user_id, _) in readers {
+                    if let Ok(user_id) = UserId::parse(user_id) {
+                        receipts.push(Ephemeral::Receipt {
+                            room_id: room_id.clone(),
+                            user_id,
+                            event_id: event_id.clone(),
+                        });
+                    }
+                }
+            }
+            receipts
+        }
+        _ => Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::{Value, json};
@@ -433,5 +505,28 @@ mod tests {
             (record.event_id.as_str(), record.origin_server_ts),
             ("$e", 5)
         );
+    }
+
+    #[test]
+    fn ephemeral_events_give_typing_and_public_receipts() {
+        let typing = raw(json!({"type": "m.typing", "room_id": "!r:x",
+            "content": {"user_ids": ["@a:x", "not a user"]}}));
+        assert_eq!(
+            ephemeral(&typing),
+            [Ephemeral::Typing {
+                room_id: OwnedRoomId::try_from("!r:x").expect("room"),
+                user_ids: vec![UserId::parse("@a:x").expect("user")],
+            }]
+        );
+        let receipt = raw(json!({"type": "m.receipt", "room_id": "!r:x", "content": {
+            "$e": {"m.read": {"@a:x": {"ts": 1}}, "m.read.private": {"@b:x": {"ts": 1}}}}}));
+        let got = ephemeral(&receipt);
+        assert!(
+            matches!(&got[..], [Ephemeral::Receipt { user_id, event_id, .. }]
+                if user_id == "@a:x" && event_id == "$e"),
+            "{got:?}"
+        );
+        let presence = raw(json!({"type": "m.presence", "sender": "@a:x", "content": {}}));
+        assert!(ephemeral(&presence).is_empty());
     }
 }

@@ -36,6 +36,7 @@ impl Chat {
             .map(|m| Member {
                 user_id: m.user_id,
                 display_name: m.display_name,
+                read_event_id: None,
             })
             .collect();
         // Non-message events use up the page too, so ask for pages until `limit`
@@ -123,7 +124,9 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::chat::ChatParts;
     use crate::identity::{Namespace, Puppets};
+    use crate::live::{DatabaseLog, Live};
     use crate::matrix::fake::FakeHomeserver;
     use crate::store::memory::MemoryStore;
     use crate::store::{MembershipRecord, RoomIndex, RoomUpdate};
@@ -152,13 +155,15 @@ mod tests {
         let server = ServerName::parse("x").expect("server name");
         let namespace = Namespace::new("cs_", &server, "cs_bot").expect("namespace");
         let puppets = Puppets::new(namespace, homeserver.clone(), store.clone());
-        let chat = Chat::new(
-            store.clone(),
-            store.clone(),
-            store.clone(),
+        let chat = Chat::new(ChatParts {
+            rooms: store.clone(),
+            receipts: store.clone(),
+            events: store.clone(),
+            users: store.clone(),
             puppets,
-            homeserver.clone(),
-        );
+            homeserver: homeserver.clone(),
+            live: Live::new(Arc::new(DatabaseLog::new(store.clone()))),
+        });
         let (alice, room) = (
             OwnedUserId::try_from("@cs_alice:x").expect("user"),
             OwnedRoomId::try_from("!r:x").expect("room"),

@@ -65,12 +65,44 @@ pub struct RoomChange {
     pub name: Option<String>,
 }
 
+/// Who is typing in a room, as the live stream reports it (empty: nobody).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TypingChange {
+    #[schema(value_type = String)]
+    pub room_id: OwnedRoomId,
+    #[schema(value_type = Vec<String>)]
+    pub user_ids: Vec<OwnedUserId>,
+}
+
+/// The logged-in user has read a room up to an event (in this tab or another).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ReadChange {
+    #[schema(value_type = String)]
+    pub room_id: OwnedRoomId,
+    #[schema(value_type = String)]
+    pub event_id: OwnedEventId,
+}
+
+/// Another member has read a room up to an event (their read receipt moved).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ReceiptChange {
+    #[schema(value_type = String)]
+    pub room_id: OwnedRoomId,
+    #[schema(value_type = String)]
+    pub user_id: OwnedUserId,
+    #[schema(value_type = String)]
+    pub event_id: OwnedEventId,
+}
+
 /// A room member.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Member {
     #[schema(value_type = String)]
     pub user_id: OwnedUserId,
     pub display_name: Option<String>,
+    /// How far they have read (their read receipt), if known.
+    #[schema(value_type = Option<String>)]
+    pub read_event_id: Option<OwnedEventId>,
 }
 
 /// A joined room.
@@ -83,6 +115,8 @@ pub struct RoomSummary {
     pub encrypted: bool,
     pub members: Vec<Member>,
     pub last_message: Option<Message>,
+    /// Messages of others after the user's read marker.
+    pub unread: u64,
 }
 
 /// A pending invite.

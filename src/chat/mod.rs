@@ -8,6 +8,7 @@ pub mod event;
 mod history;
 pub mod ingest;
 pub mod message;
+mod presence;
 mod rooms;
 
 use std::sync::Arc;
@@ -19,8 +20,9 @@ use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 pub use ingest::Ingest;
 
 use crate::identity::{PuppetError, Puppets};
+use crate::live::{Live, LiveError};
 use crate::matrix::{Homeserver, HomeserverError};
-use crate::store::{EventLog, MembershipRecord, RoomIndex, StoreError, UserStore};
+use crate::store::{EventLog, MembershipRecord, Receipts, RoomIndex, StoreError, UserStore};
 
 /// Why a chat request failed.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +43,10 @@ pub enum ChatError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Homeserver(HomeserverError),
+    #[error(transparent)]
+    Live(#[from] LiveError),
+    #[error("cannot encode a stream payload: {0}")]
+    Encode(serde_json::Error),
 }
 
 impl From<HomeserverError> for ChatError {
@@ -83,27 +89,45 @@ pub fn parse_user_id(raw: &str) -> Result<OwnedUserId, ChatError> {
 #[derive(Clone)]
 pub struct Chat {
     rooms: Arc<dyn RoomIndex>,
+    receipts: Arc<dyn Receipts>,
     events: Arc<dyn EventLog>,
     users: Arc<dyn UserStore>,
     puppets: Puppets,
     homeserver: Arc<dyn Homeserver>,
+    live: Live,
+}
+
+/// What the chat service works with.
+pub struct ChatParts {
+    pub rooms: Arc<dyn RoomIndex>,
+    pub receipts: Arc<dyn Receipts>,
+    pub events: Arc<dyn EventLog>,
+    pub users: Arc<dyn UserStore>,
+    pub puppets: Puppets,
+    pub homeserver: Arc<dyn Homeserver>,
+    pub live: Live,
 }
 
 impl Chat {
     /// The chat service over the daemon's state.
-    pub fn new(
-        rooms: Arc<dyn RoomIndex>,
-        events: Arc<dyn EventLog>,
-        users: Arc<dyn UserStore>,
-        puppets: Puppets,
-        homeserver: Arc<dyn Homeserver>,
-    ) -> Self {
-        Self {
+    pub fn new(parts: ChatParts) -> Self {
+        let ChatParts {
             rooms,
+            receipts,
             events,
             users,
             puppets,
             homeserver,
+            live,
+        } = parts;
+        Self {
+            rooms,
+            receipts,
+            events,
+            users,
+            puppets,
+            homeserver,
+            live,
         }
     }
 

@@ -1,5 +1,7 @@
 //! The user's rooms and people: listing, creating, joining, leaving, inviting, names.
 
+use std::collections::HashMap;
+
 use ruma::events::room::member::MembershipState;
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 
@@ -50,16 +52,24 @@ impl Chat {
         let mut rooms = Vec::new();
         for m in self.rooms.rooms_of(user, &MembershipState::Join).await? {
             let record = self.rooms.room(&m.room_id).await?;
+            let read: HashMap<_, _> = self
+                .receipts
+                .receipts(&m.room_id)
+                .await?
+                .into_iter()
+                .collect();
             let members: Vec<Member> = self
                 .rooms
                 .members(&m.room_id, &MembershipState::Join)
                 .await?
                 .into_iter()
                 .map(|m| Member {
+                    read_event_id: read.get(&m.user_id).cloned(),
                     user_id: m.user_id,
                     display_name: m.display_name,
                 })
                 .collect();
+            let unread = self.receipts.unread(&m.room_id, user).await?;
             let last = match record.as_ref().and_then(|r| r.last_event_id.as_ref()) {
                 Some(id) => self.events.event(id).await?,
                 None => None,
@@ -77,6 +87,7 @@ impl Chat {
                 encrypted,
                 members,
                 last_message,
+                unread,
             });
         }
         let mut invites = Vec::new();

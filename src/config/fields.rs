@@ -1,6 +1,7 @@
 //! How each config value is read: URL and name checks, and the defaults.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use secrecy::SecretString;
@@ -133,6 +134,20 @@ pub(super) fn redis_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Secret
         ));
     }
     Ok(Some(SecretString::from(s)))
+}
+
+pub(super) fn static_dir<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    let s = Option::<String>::deserialize(d)?.unwrap_or_default();
+    if s.is_empty() {
+        return Ok(None);
+    }
+    let path = PathBuf::from(&s);
+    if !path.join("index.html").is_file() {
+        return Err(D::Error::custom(format!(
+            "`{s}` holds no index.html: build the web client first (`npm run build` in web/)"
+        )));
+    }
+    Ok(Some(path))
 }
 
 pub(super) fn non_empty<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {

@@ -38,6 +38,8 @@ pub struct Settings {
     #[serde(default)]
     pub auth: AuthSettings,
     #[serde(default)]
+    pub web: WebSettings,
+    #[serde(default)]
     pub log: LogSettings,
 }
 
@@ -140,6 +142,15 @@ pub struct RateLimit {
     pub max: u32,
     #[serde(default = "default_window")]
     pub window_secs: u64,
+}
+
+/// The web client, when the daemon serves it itself (the embedded default).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebSettings {
+    /// The built web client (`web/dist`); empty: not served (nginx serves it).
+    #[serde(default, deserialize_with = "static_dir")]
+    pub static_dir: Option<PathBuf>,
 }
 
 /// Logging.

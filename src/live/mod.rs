@@ -40,6 +40,12 @@ pub enum StreamKind {
     Membership,
     /// A room's name changed.
     Room,
+    /// Who is typing in one of the user's rooms.
+    Typing,
+    /// The user read a room up to an event (so other tabs clear their unread count).
+    Read,
+    /// Another member's read receipt moved.
+    Receipt,
 }
 
 impl StreamKind {
@@ -49,14 +55,24 @@ impl StreamKind {
             Self::Message => "message",
             Self::Membership => "membership",
             Self::Room => "room",
+            Self::Typing => "typing",
+            Self::Read => "read",
+            Self::Receipt => "receipt",
         }
     }
 
     /// The kind a stored name stands for.
     pub fn parse(name: &str) -> Option<Self> {
-        [Self::Message, Self::Membership, Self::Room]
-            .into_iter()
-            .find(|k| k.as_str() == name)
+        [
+            Self::Message,
+            Self::Membership,
+            Self::Room,
+            Self::Typing,
+            Self::Read,
+            Self::Receipt,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == name)
     }
 }
 

@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use ruma::api::auth_scheme::{AuthScheme, SendAccessToken};
-use ruma::api::client::{account, appservice, membership, message, profile, room};
+use ruma::api::client::{
+    account, appservice, membership, message, profile, read_marker, room, typing,
+};
 use ruma::api::error::{ErrorKind, StandardErrorBody};
 use ruma::api::path_builder::PathBuilder;
 use ruma::api::{
@@ -15,7 +17,7 @@ use ruma::api::{
 use ruma::events::room::message::RoomMessageEventContent;
 use ruma::events::{AnyStateEvent, AnyTimelineEvent};
 use ruma::serde::Raw;
-use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, TransactionId, UserId};
+use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, TransactionId, UserId};
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
@@ -288,6 +290,32 @@ impl Homeserver for HomeserverClient {
             .call("room_state", request, Some(user_id))
             .await?
             .room_state)
+    }
+
+    async fn set_read_markers(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        event_id: &EventId,
+    ) -> Result<(), HomeserverError> {
+        let mut request = read_marker::set_read_marker::v3::Request::new(room_id.to_owned());
+        request.fully_read = Some(event_id.to_owned());
+        request.read_receipt = Some(event_id.to_owned());
+        self.call("read_markers", request, Some(user_id)).await?;
+        Ok(())
+    }
+
+    async fn typing(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        timeout: Option<Duration>,
+    ) -> Result<(), HomeserverError> {
+        use typing::create_typing_event::v3::{Request, Typing, TypingInfo};
+        let state = timeout.map_or(Typing::No, |t| Typing::Yes(TypingInfo::new(t)));
+        let request = Request::new(user_id.to_owned(), room_id.to_owned(), state);
+        self.call("typing", request, Some(user_id)).await?;
+        Ok(())
     }
 
     async fn send_text(

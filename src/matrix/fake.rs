@@ -7,7 +7,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use async_trait::async_trait;
 use ruma::events::{AnyStateEvent, AnyTimelineEvent};
 use ruma::serde::Raw;
-use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
+use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 
 use super::{Homeserver, HomeserverError};
 
@@ -158,6 +158,26 @@ impl Homeserver for FakeHomeserver {
         _room_id: &RoomId,
     ) -> Result<Vec<Raw<AnyStateEvent>>, HomeserverError> {
         Ok(self.state().state.clone())
+    }
+
+    async fn set_read_markers(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        event_id: &EventId,
+    ) -> Result<(), HomeserverError> {
+        self.call(format!("read {user_id} {room_id} {event_id}"));
+        Ok(())
+    }
+
+    async fn typing(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<(), HomeserverError> {
+        self.call(format!("typing {user_id} {room_id} {timeout:?}"));
+        Ok(())
     }
 
     async fn send_text(

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use ruma::api::error::ErrorKind;
 use ruma::events::{AnyStateEvent, AnyTimelineEvent};
 use ruma::serde::Raw;
-use ruma::{OwnedEventId, OwnedRoomId, RoomId, UserId};
+use ruma::{EventId, OwnedEventId, OwnedRoomId, RoomId, UserId};
 
 pub use client::HomeserverClient;
 
@@ -103,6 +103,23 @@ pub trait Homeserver: Send + Sync + 'static {
         user_id: &UserId,
         room_id: &RoomId,
     ) -> Result<Vec<Raw<AnyStateEvent>>, HomeserverError>;
+
+    /// Moves `user_id`'s read receipt (`m.read`) and read marker (`m.fully_read`) in
+    /// `room_id` to `event_id`.
+    async fn set_read_markers(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        event_id: &EventId,
+    ) -> Result<(), HomeserverError>;
+
+    /// Shows `user_id` as typing in `room_id` for `timeout`, or (`None`) as not typing.
+    async fn typing(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<(), HomeserverError>;
 
     /// Sends a text message as `sender`; the same `txn_id` gives the same event.
     async fn send_text(

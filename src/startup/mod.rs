@@ -12,9 +12,10 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use axum::http::{Method, Uri};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 pub use backends::Backends;
@@ -24,7 +25,7 @@ use crate::api::v1::ApiState;
 use crate::api::{self, OpsState};
 use crate::appservice::{self, AppserviceState};
 use crate::auth::{Auth, KeyAdmin};
-use crate::chat::{Chat, Ingest};
+use crate::chat::{Chat, ChatParts, Ingest};
 use crate::config::Settings;
 use crate::error::{InternalCause, MatrixError};
 use crate::identity::{Namespace, Puppets};
@@ -84,6 +85,7 @@ impl Application {
         let ingest = Arc::new(Ingest::new(
             stores.events.clone(),
             stores.rooms.clone(),
+            stores.receipts.clone(),
             backends.cache.clone(),
             backends.live.clone(),
             namespace,
@@ -99,13 +101,15 @@ impl Application {
                 puppets.clone(),
                 settings.auth.clone(),
             ),
-            chat: Chat::new(
-                stores.rooms.clone(),
-                stores.events.clone(),
-                stores.users.clone(),
-                puppets.clone(),
-                homeserver.clone(),
-            ),
+            chat: Chat::new(ChatParts {
+                rooms: stores.rooms.clone(),
+                receipts: stores.receipts.clone(),
+                events: stores.events.clone(),
+                users: stores.users.clone(),
+                puppets: puppets.clone(),
+                homeserver: homeserver.clone(),
+                live: backends.live.clone(),
+            }),
             live: backends.live.clone(),
             trust_forwarded_for: settings.auth.trust_forwarded_for,
             shutdown: stop.clone(),
@@ -125,18 +129,33 @@ impl Application {
         let router = Router::new()
             .merge(appservice::router(appservice))
             .merge(api::v1::router(api))
-            .merge(api::ops_router(ops))
-            .fallback(unrecognized)
-            .method_not_allowed_fallback(unrecognized)
-            .layer(axum::middleware::map_response(log_internal_error))
-            // Spans name the path only: a legacy homeserver sends its token in the query.
-            .layer(
-                TraceLayer::new_for_http()
-                    .make_span_with(request_span)
-                    // 5xx causes are logged once by `log_internal_error`; a 503 from
-                    // /ready while starting is no error.
-                    .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
-            );
+            .merge(api::ops_router(ops));
+        let router = match &settings.web.static_dir {
+            // Paths of neither the daemon nor its API are the web client's.
+            Some(dir) => {
+                let web = api::web::router(dir);
+                router.fallback(move |request: axum::extract::Request| async move {
+                    if api::web::is_daemon_path(request.uri().path()) {
+                        unrecognized(request.method().clone(), request.uri().clone())
+                            .await
+                            .into_response()
+                    } else {
+                        web.oneshot(request).await.into_response()
+                    }
+                })
+            }
+            None => router.fallback(unrecognized),
+        }
+        .method_not_allowed_fallback(unrecognized)
+        .layer(axum::middleware::map_response(log_internal_error))
+        // Spans name the path only: a legacy homeserver sends its token in the query.
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                // 5xx causes are logged once by `log_internal_error`; a 503 from
+                // /ready while starting is no error.
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+        );
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("listen: cannot bind {}", settings.listen))?;
@@ -144,6 +163,7 @@ impl Application {
             address = %listener.local_addr()?,
             database = stores.health.backend(),
             cache = backends.cache.backend(),
+            web = ?settings.web.static_dir,
             "listening"
         );
         Ok(Self {

@@ -31,8 +31,8 @@ pub trait EventLog: Send + Sync + 'static {
     /// Recorded events the feed has not handled yet, oldest first.
     async fn pending_events(&self, limit: u32) -> Result<Vec<EventRecord>, StoreError>;
 
-    /// Marks events as handled by the feed.
-    async fn mark_fed(&self, event_ids: &[&EventId]) -> Result<(), StoreError>;
+    /// Marks events as handled by the feed, and which of them are messages.
+    async fn mark_fed(&self, fed: &[&EventId], messages: &[&EventId]) -> Result<(), StoreError>;
 
     /// The event sent earlier for (user, txn_id).
     async fn sent_message(
@@ -170,15 +170,18 @@ where
         rows.into_iter().map(EventRecord::try_from).collect()
     }
 
-    async fn mark_fed(&self, event_ids: &[&EventId]) -> Result<(), StoreError> {
-        for chunk in event_ids.chunks(CHUNK) {
-            let mut query =
-                QueryBuilder::<DB>::new("UPDATE room_events SET ingested = 1 WHERE event_id IN (");
-            let mut ids = query.separated(", ");
-            for id in chunk {
-                ids.push_bind(id.as_str());
+    async fn mark_fed(&self, fed: &[&EventId], messages: &[&EventId]) -> Result<(), StoreError> {
+        for (column, event_ids) in [("ingested", fed), ("is_message", messages)] {
+            for chunk in event_ids.chunks(CHUNK) {
+                let mut query = QueryBuilder::<DB>::new(format!(
+                    "UPDATE room_events SET {column} = 1 WHERE event_id IN ("
+                ));
+                let mut ids = query.separated(", ");
+                for id in chunk {
+                    ids.push_bind(id.as_str());
+                }
+                query.push(")").build().execute(&self.pool).await?;
             }
-            query.push(")").build().execute(&self.pool).await?;
         }
         Ok(())
     }

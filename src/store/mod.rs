@@ -11,6 +11,7 @@ mod events;
 mod keys;
 #[cfg(test)]
 pub mod memory;
+mod receipts;
 mod records;
 mod rooms;
 mod sessions;
@@ -30,6 +31,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 pub use audit::AuditLog;
 pub use events::EventLog;
 pub use keys::KeyStore;
+pub use receipts::Receipts;
 pub use records::*;
 pub use rooms::RoomIndex;
 pub use sessions::SessionStore;
@@ -86,6 +88,7 @@ pub struct Stores {
     pub users: Arc<dyn UserStore>,
     pub events: Arc<dyn EventLog>,
     pub rooms: Arc<dyn RoomIndex>,
+    pub receipts: Arc<dyn Receipts>,
     pub streams: Arc<dyn UserStreams>,
     pub audit: Arc<dyn AuditLog>,
 }
@@ -100,6 +103,7 @@ impl Stores {
             + UserStore
             + EventLog
             + RoomIndex
+            + Receipts
             + UserStreams
             + AuditLog,
     {
@@ -110,6 +114,7 @@ impl Stores {
             users: store.clone(),
             events: store.clone(),
             rooms: store.clone(),
+            receipts: store.clone(),
             streams: store.clone(),
             audit: store,
         }

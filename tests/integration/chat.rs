@@ -15,7 +15,10 @@ for_each_backend!(
     nobody_reads_or_acts_outside_their_rooms,
     a_user_of_a_standard_matrix_client_talks_with_chatsender_users,
 );
-on_sqlite!(bad_input_gets_errcodes_that_name_the_problem);
+on_sqlite!(
+    bad_input_gets_errcodes_that_name_the_problem,
+    the_daemon_serves_the_web_client_beside_its_api,
+);
 
 /// 1. Two key holders talk: invite on the stream and in `GET /rooms`, messages on
 ///    both streams and in history, in order, with paging through 300 messages.
@@ -465,4 +468,45 @@ async fn a_user_of_a_standard_matrix_client_talks_with_chatsender_users(backends
         members.contains(&carol.user_id.as_str()),
         "the room's earlier members are known after joining: {members:?}"
     );
+}
+
+/// With `web.static_dir`, the daemon serves the web client at `/` (its routes falling
+/// back to the app) while its own paths answer as before.
+async fn the_daemon_serves_the_web_client_beside_its_api(backends: Backends) {
+    let web = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        web.path().join("index.html"),
+        "<!doctype html><title>ChatSender</title>",
+    )
+    .expect("write");
+    let dir = web.path().to_owned();
+    let s = TestApp::spawn_with(backends, move |settings| {
+        settings.web.static_dir = Some(dir.clone());
+    })
+    .await;
+    let get = |path: &str| http().get(s.url(path)).send();
+    for path in ["/", "/chat/anything"] {
+        let page = get(path).await.expect("page");
+        assert_eq!(page.status(), 200, "{path}");
+        let csp = page.headers()["content-security-policy"]
+            .to_str()
+            .expect("csp");
+        assert!(csp.contains("default-src 'self'"), "{csp}");
+        assert!(
+            page.text()
+                .await
+                .expect("html")
+                .contains("<title>ChatSender</title>")
+        );
+    }
+    let missing = get("/api/v1/nothing-here").await.expect("api");
+    assert_eq!(missing.status(), 404);
+    let body: Value = missing.json().await.expect("json");
+    assert_eq!(
+        body["errcode"], "M_UNRECOGNIZED",
+        "the API never answers with the app"
+    );
+    let doc = get("/api/v1/openapi.json").await.expect("openapi");
+    assert!(doc.json::<Value>().await.expect("json")["openapi"].is_string());
+    assert_eq!(get("/health").await.expect("health").status(), 200);
 }

@@ -318,3 +318,59 @@ impl EventStream {
         }
     }
 }
+
+// --- A Matrix client library, steered ----------------------------------------------
+
+/// An ordinary Matrix user driven by matrix-nio (`tests/matrix-client/nio_user.py`),
+/// one command at a time; the process ends when this is dropped.
+pub struct NioUser {
+    _child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    answers: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl NioUser {
+    /// Starts matrix-nio as `user`.
+    pub async fn start(user: &MatrixUser) -> NioUser {
+        use std::process::Stdio;
+        use tokio::io::AsyncBufReadExt;
+        let env = env();
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/matrix-client/nio_user.py");
+        let mut child = tokio::process::Command::new(&env.nio_python)
+            .arg(script)
+            .args(["--homeserver", &env.synapse_url])
+            .args(["--user-id", &user.user_id, "--token", &user.token])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the matrix-nio client");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        NioUser {
+            _child: child,
+            stdin,
+            answers: tokio::io::BufReader::new(stdout).lines(),
+        }
+    }
+
+    /// Runs one command (see the script) and returns its answer; a failure fails the test.
+    pub async fn ask(&mut self, command: Value) -> Value {
+        use tokio::io::AsyncWriteExt;
+        let line = format!("{command}\n");
+        self.stdin
+            .write_all(line.as_bytes())
+            .await
+            .expect("command to matrix-nio");
+        let answer = self
+            .answers
+            .next_line()
+            .await
+            .expect("answer from matrix-nio")
+            .unwrap_or_else(|| panic!("matrix-nio ended before answering {command}"));
+        let answer: Value = serde_json::from_str(&answer).expect("a JSON answer");
+        assert!(answer.get("error").is_none(), "matrix-nio: {answer}");
+        answer
+    }
+}

@@ -11,6 +11,7 @@ mod harness;
 mod keys;
 mod live;
 mod login;
+mod presence;
 mod provision;
 mod sessions;
 mod state;

@@ -333,6 +333,8 @@ async fn sessions_end_by_logout_idle_and_absolute_lifetime(backends: Backends) {
         "/api/v1/rooms/{room_id}/invite",
         "/api/v1/rooms/{room_id}/messages",
         "/api/v1/rooms/{room_id}/send/{txn_id}",
+        "/api/v1/rooms/{room_id}/read",
+        "/api/v1/rooms/{room_id}/typing",
         "/api/v1/events",
         "/api/v1/openapi.json",
     ] {

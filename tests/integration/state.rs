@@ -102,12 +102,53 @@ async fn store_records_each_transaction_and_event_once(backends: Backends) {
         ids(&pending),
         ids(&[a.clone(), b.clone(), c.clone(), d.clone()])
     );
+    let (ab, a_only) = ([&*a.event_id, &*b.event_id], [&*a.event_id]);
+    events.mark_fed(&ab, &a_only).await.expect("mark");
+    let pending = events.pending_events(100).await.expect("pending");
+    assert_eq!(ids(&pending), ids(&[c.clone(), d.clone()]));
+
+    // Unread: messages of others after the reader's receipt, which never moves back.
+    let reader = OwnedUserId::try_from("@reader:localhost").expect("user id");
+    let receipts = stores.receipts.clone();
+    let unread = || async { receipts.unread(&room, &reader).await.expect("unread") };
+    assert_eq!(unread().await, 1, "only a is a message so far");
     events
-        .mark_fed(&[&*a.event_id, &*b.event_id])
+        .mark_fed(&[&*c.event_id], &[&*b.event_id, &*c.event_id])
         .await
         .expect("mark");
-    let pending = events.pending_events(100).await.expect("pending");
-    assert_eq!(ids(&pending), ids(&[c, d]));
+    assert_eq!(unread().await, 3);
+    assert!(
+        receipts
+            .set_receipt(&room, &reader, &b.event_id)
+            .await
+            .expect("receipt")
+    );
+    assert_eq!(unread().await, 1, "c is after b");
+    assert!(
+        !receipts
+            .set_receipt(&room, &reader, &a.event_id)
+            .await
+            .expect("receipt")
+    );
+    let again = receipts.set_receipt(&room, &reader, &b.event_id).await;
+    assert!(again.expect("receipt"), "already there");
+    assert_eq!(
+        receipts.receipts(&room).await.expect("receipts"),
+        [(reader.clone(), b.event_id.clone())],
+        "a receipt never moves back"
+    );
+    let unknown = OwnedEventId::try_from("$not-recorded").expect("event id");
+    assert!(
+        receipts
+            .set_receipt(&room, &reader, &unknown)
+            .await
+            .expect("receipt")
+    );
+    assert_eq!(
+        unread().await,
+        0,
+        "an event not in the log counts as the newest"
+    );
     assert_eq!(
         events
             .event(&a.event_id)

@@ -30,8 +30,9 @@ fn sse(item: LiveItem) -> Result<Event, Infallible> {
     })
 }
 
-/// Events for this user: `message`, `membership`, `room`; `reset` when the
-/// `Last-Event-ID` is older than what is kept. A `: keepalive` comment every 15 s.
+/// Events for this user: `message`, `membership`, `room`, `typing`, `read`, `receipt`;
+/// `reset` when the `Last-Event-ID` is older than what is kept. A `: keepalive`
+/// comment every 15 s.
 #[utoipa::path(get, path = "/api/v1/events", tag = "chat",
     responses((status = 200, description = "text/event-stream")), security(("bearer" = [])))]
 pub async fn events(

@@ -5,6 +5,7 @@ mod error;
 mod events;
 mod extract;
 mod me;
+mod presence;
 mod rooms;
 
 use axum::Router;
@@ -38,7 +39,7 @@ pub struct ApiState {
     paths(
         auth::challenge, auth::login, auth::logout, me::me, rooms::set_display_name, rooms::users,
         rooms::rooms, rooms::create_room, rooms::join, rooms::leave, rooms::invite, rooms::messages,
-        rooms::send, events::events, openapi_json
+        rooms::send, presence::read, presence::typing, events::events, openapi_json
     ),
     modifiers(&BearerAuth),
 )]
@@ -79,6 +80,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/rooms/{room_id}/invite", post(rooms::invite))
         .route("/rooms/{room_id}/messages", get(rooms::messages))
         .route("/rooms/{room_id}/send/{txn_id}", put(rooms::send))
+        .route("/rooms/{room_id}/read", post(presence::read))
+        .route("/rooms/{room_id}/typing", put(presence::typing))
         .route("/events", get(events::events))
         .route("/openapi.json", get(openapi_json))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

@@ -18,6 +18,10 @@ pub(super) struct State {
     pub(super) transactions: HashSet<(String, [u8; 32])>,
     /// Events in arrival order, with whether the feed has handled them.
     pub(super) events: Vec<(EventRecord, bool)>,
+    /// Recorded events the feed found to be messages.
+    pub(super) messages: HashSet<OwnedEventId>,
+    /// (room, user) → read up to (event, its position in `events`, from 1).
+    pub(super) receipts: HashMap<(OwnedRoomId, OwnedUserId), (OwnedEventId, usize)>,
     pub(super) sent: HashMap<(OwnedUserId, String), OwnedEventId>,
     pub(super) keys: Vec<KeyRecord>,
     pub(super) users: BTreeMap<OwnedUserId, UserRecord>,
@@ -123,13 +127,15 @@ impl EventLog for MemoryStore {
             .collect())
     }
 
-    async fn mark_fed(&self, event_ids: &[&EventId]) -> Result<(), StoreError> {
+    async fn mark_fed(&self, fed: &[&EventId], messages: &[&EventId]) -> Result<(), StoreError> {
         let mut s = self.at("events")?;
-        for (event, fed) in &mut s.events {
-            if event_ids.contains(&&*event.event_id) {
-                *fed = true;
+        for (event, done) in &mut s.events {
+            if fed.contains(&&*event.event_id) {
+                *done = true;
             }
         }
+        s.messages
+            .extend(messages.iter().map(|id| (*id).to_owned()));
         Ok(())
     }
 

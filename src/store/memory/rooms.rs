@@ -1,10 +1,10 @@
-//! The fake's room index and user streams.
+//! The fake's room index, read receipts and user streams.
 
 use std::collections::HashMap;
 
 use async_trait::async_trait;
 use ruma::events::room::member::MembershipState;
-use ruma::{EventId, OwnedUserId, RoomId, UserId};
+use ruma::{EventId, OwnedEventId, OwnedUserId, RoomId, UserId};
 
 use super::MemoryStore;
 use crate::store::*;
@@ -199,5 +199,58 @@ impl UserStreams for MemoryStore {
         streams.reverse();
         s.streams = streams;
         Ok((before_len - s.streams.len()) as u64)
+    }
+}
+
+#[async_trait]
+impl Receipts for MemoryStore {
+    async fn set_receipt(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+        event_id: &EventId,
+    ) -> Result<bool, StoreError> {
+        let mut s = self.at("receipts")?;
+        let in_room = |e: &EventRecord| e.room_id == room_id;
+        let position = match s.events.iter().position(|(e, _)| e.event_id == event_id) {
+            Some(i) => i + 1,
+            None => s
+                .events
+                .iter()
+                .rposition(|(e, _)| in_room(e))
+                .map_or(0, |i| i + 1),
+        };
+        let key = (room_id.to_owned(), user_id.to_owned());
+        match s.receipts.get(&key) {
+            Some((current, at)) if *at >= position => Ok(current == event_id),
+            _ => {
+                s.receipts.insert(key, (event_id.to_owned(), position));
+                Ok(true)
+            }
+        }
+    }
+
+    async fn receipts(
+        &self,
+        room_id: &RoomId,
+    ) -> Result<Vec<(OwnedUserId, OwnedEventId)>, StoreError> {
+        let s = self.at("receipts")?;
+        let here = s.receipts.iter().filter(|((room, _), _)| room == room_id);
+        Ok(here
+            .map(|((_, user), (event, _))| (user.clone(), event.clone()))
+            .collect())
+    }
+
+    async fn unread(&self, room_id: &RoomId, user_id: &UserId) -> Result<u64, StoreError> {
+        let s = self.at("receipts")?;
+        let key = (room_id.to_owned(), user_id.to_owned());
+        let read = s.receipts.get(&key).map_or(0, |(_, at)| *at);
+        let unread = s.events.iter().enumerate().filter(|(i, (e, _))| {
+            i + 1 > read
+                && e.room_id == room_id
+                && e.sender != user_id
+                && s.messages.contains(&e.event_id)
+        });
+        Ok(unread.count() as u64)
     }
 }

@@ -1,0 +1,16 @@
+-- Which recorded events are messages (decided by the feed), for unread counts. Events
+-- fed before this migration stay unmarked: no receipts existed then, so counting them
+-- would show every old message as unread.
+ALTER TABLE room_events ADD COLUMN is_message BIGINT NOT NULL DEFAULT 0;
+CREATE INDEX room_events_messages ON room_events (room_id, is_message, seq);
+
+-- How far each user has read in each room (`m.read` receipts, ChatSender's users' own
+-- and others'), by the position of the event in the event log; it only moves forward.
+CREATE TABLE receipts (
+    room_id    VARCHAR(255) NOT NULL,
+    user_id    VARCHAR(255) NOT NULL,
+    event_id   VARCHAR(255) NOT NULL,
+    seq        BIGINT       NOT NULL,
+    updated_at BIGINT       NOT NULL,
+    PRIMARY KEY (room_id, user_id)
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;

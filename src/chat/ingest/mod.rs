@@ -1,0 +1,349 @@
+//! Events pushed by the homeserver: recorded durably before Synapse gets its answer,
+//! then fed, in order and once, to the room index and the live streams of the
+//! ChatSender users who should see them.
+//!
+//! Recording wakes the feeder and returns: Synapse never waits for a delivery. What a
+//! crash interrupts is still marked unfed and is fed at the next start; feeding an
+//! event twice delivers it once (streams keep one entry per event and user).
+//!
+//! Ephemeral data (typing, read receipts) is not recorded: the feeder hands it on from
+//! memory, and a crash loses what it had not handled (Synapse does not send it again).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use ruma::events::AnyTimelineEvent;
+use ruma::events::room::member::MembershipState;
+use ruma::serde::Raw;
+use ruma::{OwnedEventId, OwnedUserId, RoomId};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+mod ephemeral;
+
+use super::event::{self, Content, Ephemeral, RoomEvent};
+use super::message::{MembershipChange, Message, RoomChange};
+use crate::cache::{Cache, CacheError};
+use crate::identity::Namespace;
+use crate::live::{Delivery, Live, LiveError, StreamKind};
+use crate::store::{
+    EventLog, IncomingTransaction, Receipts, RoomIndex, RoomUpdate, StoreError, TransactionOutcome,
+};
+
+/// Why feeding stopped; the events stay unfed and are tried again.
+#[derive(Debug, thiserror::Error)]
+pub enum FeedError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error(transparent)]
+    Live(#[from] LiveError),
+    #[error("cannot encode a stream payload: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// Events read from the log per round.
+const BATCH: u32 = 200;
+/// The cache key of the feeder's lease, and how long a lease lasts unrenewed: one
+/// feeder at a time across daemons, so events are applied in order.
+const LEASE_KEY: &str = "ingest-lease";
+const LEASE_TTL: Duration = Duration::from_secs(60);
+/// How long a feeder waits for another daemon's before leaving the work to it.
+const LEASE_WAIT: Duration = Duration::from_secs(5);
+/// How often the feeder looks for work nobody woke it for (another daemon's, a
+/// failed round's).
+const POLL: Duration = Duration::from_secs(5);
+
+/// Records transactions and feeds their events on.
+pub struct Ingest {
+    events: Arc<dyn EventLog>,
+    rooms: Arc<dyn RoomIndex>,
+    receipts: Arc<dyn Receipts>,
+    cache: Arc<dyn Cache>,
+    live: Live,
+    namespace: Namespace,
+    /// Rung by each recording; the feeder waits on it.
+    wake: Notify,
+    /// Ephemeral data received and not yet handed on (std mutex: never held across an
+    /// await).
+    ephemeral: Mutex<Vec<Ephemeral>>,
+    /// One feed at a time in this daemon.
+    running: tokio::sync::Mutex<()>,
+    /// When each failing event first failed (std mutex: never held across an await).
+    failures: Mutex<HashMap<OwnedEventId, Instant>>,
+    /// How long feeding one event may keep failing before it is skipped.
+    give_up_after: Duration,
+}
+
+impl Ingest {
+    /// An ingest over the daemon's state. `give_up_after`: see [`Ingest::run_pending`].
+    pub fn new(
+        events: Arc<dyn EventLog>,
+        rooms: Arc<dyn RoomIndex>,
+        receipts: Arc<dyn Receipts>,
+        cache: Arc<dyn Cache>,
+        live: Live,
+        namespace: Namespace,
+        give_up_after: Duration,
+    ) -> Self {
+        Self {
+            events,
+            rooms,
+            receipts,
+            cache,
+            live,
+            namespace,
+            wake: Notify::new(),
+            ephemeral: Mutex::default(),
+            running: tokio::sync::Mutex::new(()),
+            failures: Mutex::default(),
+            give_up_after,
+        }
+    }
+
+    /// Records a pushed transaction once, durably, and wakes the feeder. An event
+    /// that is not a room event is logged and skipped; the rest are recorded. The
+    /// transaction's ephemeral data is queued for the feeder.
+    pub async fn record<E>(
+        &self,
+        txn_id: &str,
+        body_sha256: [u8; 32],
+        events: &[Raw<AnyTimelineEvent>],
+        ephemeral: &[Raw<E>],
+    ) -> Result<TransactionOutcome, StoreError> {
+        let events = events
+            .iter()
+            .enumerate()
+            .filter_map(|(index, raw)| match event::envelope(raw) {
+                Ok(record) => Some(record),
+                Err(error) => {
+                    metrics::counter!("chatsender_events_skipped_total").increment(1);
+                    tracing::warn!(txn_id, index, %error, "skipping an event");
+                    None
+                }
+            })
+            .collect();
+        let txn = IncomingTransaction {
+            txn_id: txn_id.to_owned(),
+            body_sha256,
+            events,
+        };
+        let outcome = self.events.record_transaction(&txn).await?;
+        match outcome {
+            TransactionOutcome::Duplicate => {
+                metrics::counter!("chatsender_transactions_duplicate_total").increment(1);
+                tracing::info!(txn_id, "transaction already processed");
+            }
+            TransactionOutcome::Recorded { new_events } => {
+                metrics::counter!("chatsender_events_processed_total").increment(new_events as u64);
+                tracing::debug!(txn_id, events = new_events, "transaction recorded");
+                let ephemeral = ephemeral.iter().flat_map(event::ephemeral);
+                self.queued().extend(ephemeral);
+                self.wake.notify_one();
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Feeds events as they are recorded until `stop`: woken by each recording, and
+    /// every few seconds for what another daemon left or a failed round kept.
+    pub async fn run(&self, stop: CancellationToken) {
+        loop {
+            self.run_ephemeral().await;
+            if let Err(error) = self.run_pending().await {
+                tracing::warn!(error = %error, "could not feed events; trying again");
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(POLL) => {}
+            }
+        }
+    }
+
+    /// Feeds every recorded event not fed yet (after a crash too), oldest first.
+    /// Returns how many were fed; 0 also when another daemon's feeder is at work.
+    ///
+    /// An event whose feeding keeps failing for `give_up_after` (as long as streams
+    /// keep events for replay, after which delivering it is moot) is skipped with an
+    /// error, so one bad event cannot stop the feed for good while a passing outage
+    /// loses nothing. It stays in the history.
+    pub async fn run_pending(&self) -> Result<usize, FeedError> {
+        let _one_at_a_time = self.running.lock().await;
+        let holder = crate::keys::encode_base64url(&rand::random::<[u8; 16]>());
+        let started = Instant::now();
+        while !self
+            .cache
+            .put_if_absent(LEASE_KEY, holder.as_bytes(), LEASE_TTL)
+            .await?
+        {
+            if started.elapsed() > LEASE_WAIT {
+                return Ok(0);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let fed = self.feed().await;
+        self.cache.delete_if(LEASE_KEY, holder.as_bytes()).await?;
+        fed
+    }
+
+    async fn feed(&self) -> Result<usize, FeedError> {
+        let mut done = 0;
+        loop {
+            let records = self.events.pending_events(BATCH).await?;
+            if records.is_empty() {
+                return Ok(done);
+            }
+            let mut applied = Vec::with_capacity(records.len());
+            let mut messages = Vec::new();
+            let mut failure = None;
+            for record in &records {
+                let event = RoomEvent::from_record(record);
+                if matches!(event.content, Content::Message { .. }) {
+                    messages.push(&*record.event_id);
+                }
+                match self.apply(&event).await {
+                    Ok(()) => {
+                        self.forget_failure(&record.event_id);
+                        applied.push(&*record.event_id);
+                    }
+                    Err(error) if self.give_up(&record.event_id) => {
+                        tracing::error!(
+                            event_id = %record.event_id,
+                            error = %error,
+                            "an event kept failing for {:?}; it stays in the history but is not fed to the live streams",
+                            self.give_up_after
+                        );
+                        applied.push(&*record.event_id);
+                    }
+                    Err(error) => {
+                        failure = Some(error);
+                        break;
+                    }
+                }
+            }
+            // Keep the progress made, even when an event stops the batch.
+            self.events.mark_fed(&applied, &messages).await?;
+            self.cache.expire(LEASE_KEY, LEASE_TTL).await?;
+            done += applied.len();
+            if let Some(error) = failure {
+                return Err(error);
+            }
+        }
+    }
+
+    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<OwnedEventId, Instant>> {
+        self.failures.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn forget_failure(&self, event_id: &ruma::EventId) {
+        self.failures().remove(event_id);
+    }
+
+    /// Notes a failure of `event_id`; true once it has kept failing long enough.
+    fn give_up(&self, event_id: &ruma::EventId) -> bool {
+        let mut failures = self.failures();
+        let first = *failures
+            .entry(event_id.to_owned())
+            .or_insert_with(Instant::now);
+        if first.elapsed() >= self.give_up_after {
+            failures.remove(event_id);
+            return true;
+        }
+        false
+    }
+
+    /// Applies one event to the room index and delivers it to whom it concerns.
+    async fn apply(&self, event: &RoomEvent) -> Result<(), FeedError> {
+        let room = &event.room_id;
+        match &event.content {
+            Content::Member(m) => {
+                let mut update = RoomUpdate::default();
+                let ours = self.namespace.contains(&m.target);
+                if ours && m.membership == MembershipState::Invite {
+                    update.name = m.invite_name.clone();
+                    update.encrypted = m.invite_encrypted.then_some(true);
+                    update.is_direct = m.is_direct;
+                }
+                self.rooms.update_room(room, &update).await?;
+                if let Some(record) = event.membership() {
+                    self.rooms.set_membership(&record).await?;
+                }
+                let mut to = self.joined(room).await?;
+                if ours && !to.contains(&m.target) {
+                    to.push(m.target.clone());
+                }
+                let change = MembershipChange {
+                    room_id: room.clone(),
+                    user_id: m.target.clone(),
+                    membership: m.membership.clone(),
+                    sender: event.sender.clone(),
+                };
+                self.deliver(to, event.event_id.as_str(), StreamKind::Membership, &change)
+                    .await
+            }
+            Content::Name(name) => {
+                self.rooms.update_room(room, &event.room_update()).await?;
+                let change = RoomChange {
+                    room_id: room.clone(),
+                    name: name.clone(),
+                };
+                let to = self.joined(room).await?;
+                self.deliver(to, event.event_id.as_str(), StreamKind::Room, &change)
+                    .await
+            }
+            Content::Encryption => {
+                self.rooms.update_room(room, &event.room_update()).await?;
+                Ok(())
+            }
+            Content::Message { .. } => {
+                let sender = self.rooms.membership(room, &event.sender).await?;
+                let Some(message) = Message::of(event, sender.and_then(|m| m.display_name)) else {
+                    return Ok(());
+                };
+                self.rooms.set_last_message(room, &event.event_id).await?;
+                let to = self.joined(room).await?;
+                self.deliver(to, event.event_id.as_str(), StreamKind::Message, &message)
+                    .await
+            }
+            Content::Other => Ok(()),
+        }
+    }
+
+    /// ChatSender users joined to the room.
+    async fn joined(&self, room: &RoomId) -> Result<Vec<OwnedUserId>, StoreError> {
+        let members = self.rooms.members(room, &MembershipState::Join).await?;
+        Ok(members
+            .into_iter()
+            .map(|m| m.user_id)
+            .filter(|u| self.namespace.contains(u))
+            .collect())
+    }
+
+    /// Delivers `payload` to each of `to`, once per `dedup_key`.
+    async fn deliver(
+        &self,
+        to: Vec<OwnedUserId>,
+        dedup_key: &str,
+        kind: StreamKind,
+        payload: &impl serde::Serialize,
+    ) -> Result<(), FeedError> {
+        let payload = serde_json::to_string(payload)?;
+        let deliveries: Vec<Delivery> = to
+            .into_iter()
+            .map(|user_id| Delivery {
+                user_id,
+                dedup_key: dedup_key.to_owned(),
+                kind,
+                payload: payload.clone(),
+            })
+            .collect();
+        self.live.deliver(&deliveries).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
