@@ -114,6 +114,8 @@ pub struct RoomSummary {
     pub is_direct: bool,
     pub encrypted: bool,
     pub members: Vec<Member>,
+    /// Invited and not yet joined (a direct room is named after them meanwhile).
+    pub invited: Vec<Member>,
     pub last_message: Option<Message>,
     /// Messages of others after the user's read marker.
     pub unread: u64,

@@ -69,6 +69,17 @@ impl Chat {
                     display_name: m.display_name,
                 })
                 .collect();
+            let invited: Vec<Member> = self
+                .rooms
+                .members(&m.room_id, &MembershipState::Invite)
+                .await?
+                .into_iter()
+                .map(|m| Member {
+                    user_id: m.user_id,
+                    display_name: m.display_name,
+                    read_event_id: None,
+                })
+                .collect();
             let unread = self.receipts.unread(&m.room_id, user).await?;
             let last = match record.as_ref().and_then(|r| r.last_event_id.as_ref()) {
                 Some(id) => self.events.event(id).await?,
@@ -86,6 +97,7 @@ impl Chat {
                 is_direct,
                 encrypted,
                 members,
+                invited,
                 last_message,
                 unread,
             });
