@@ -1,8 +1,8 @@
 // The web client end to end, in Debian's Chromium driven by playwright-core, against a
 // real daemon serving web/dist and the real Synapse of ./scripts/test: signing in
 // with a key file and with a key made in the browser, two people talking live with
-// typing and unread counts, a matrix-nio user on the other side, a reload, a
-// revocation; axe-core on every screen, and screenshots of each at 375 px and
+// typing and unread counts, a matrix-nio user on the other side, a message written
+// offline, paging back through history, the keyboard, a reload, a revocation; axe-core on every screen, and screenshots of each at 375 px and
 // 1440 px, light and dark, in web/test-results/screenshots/.
 
 import assert from "node:assert/strict";
@@ -45,6 +45,7 @@ before(async () => {
 });
 
 after(async () => {
+  people.carol?.stop();
   for (const context of contexts) await context.close().catch(() => {});
   await daemon?.stop();
 });
@@ -233,7 +234,8 @@ test("an ordinary Matrix client (matrix-nio) talks with the browser", async () =
   const alice = people.alice.page;
   const carol = await registerMatrixUser("carol");
   const nio = startNio(carol);
-  try {
+  people.carol = nio;
+  {
     await alice.getByRole("button", { name: "Members and invites" }).click();
     await alice.getByRole("dialog").waitFor();
     await screen(alice, "members");
@@ -248,15 +250,59 @@ test("an ordinary Matrix client (matrix-nio) talks with the browser", async () =
     await alice.getByRole("textbox", { name: "Message" }).fill("Welcome, Carol");
     await alice.getByRole("textbox", { name: "Message" }).press("Enter");
     await nio.ask({ cmd: "wait_message", room, body: "Welcome, Carol" });
-  } finally {
-    nio.stop();
+    people.room = room;
   }
+});
+
+test("a message written offline shows as not sent, and goes by itself once back online", async () => {
+  const alice = people.alice.page;
+  const bob = people.bob.page;
+  await bob.getByRole("button", { name: /alice/ }).click();
+  await alice.context().setOffline(true);
+  await alice.getByText("You are offline").waitFor();
+  await alice.getByRole("textbox", { name: "Message" }).fill("written offline");
+  await alice.getByRole("textbox", { name: "Message" }).press("Enter");
+  await alice.getByRole("alert").filter({ hasText: "Not sent" }).waitFor();
+  await screen(alice, "send-failed");
+  await alice.context().setOffline(false);
+  await message(bob, "written offline").waitFor();
+  await message(alice, "written offline").waitFor();
+  await alice.getByRole("alert").filter({ hasText: "Not sent" }).waitFor({ state: "detached" });
+  const copies = await bob.getByLabel("Messages").getByText("written offline", { exact: true }).count();
+  assert.equal(copies, 1, "sent once");
+});
+
+test("scrolling up pages in older messages and keeps the reader's place", async () => {
+  const alice = people.alice.page;
+  for (let i = 1; i <= 70; i++) {
+    await people.carol.ask({ cmd: "send", room: people.room, body: `older ${i}` });
+  }
+  await alice.reload();
+  await message(alice, "older 70").waitFor();
+  const list = alice.getByLabel("Messages");
+  const first = () => list.locator("ol > li").first().innerText();
+  const before = await first();
+  assert.ok(!before.includes("Hello Bob"), "the first page holds only the newest messages");
+  const anchor = list.locator("ol > li").first();
+  await anchor.evaluate((li) => li.setAttribute("data-anchor", "1"));
+  await list.evaluate((el) => (el.scrollTop = 0));
+  await waitUntil("older messages come in above", async () => (await first()) !== before);
+  const kept = await list.locator("[data-anchor]").boundingBox();
+  const box = await list.boundingBox();
+  assert.ok(kept && box && kept.y >= box.y - 1 && kept.y < box.y + box.height, "the reader's message stays in view");
+  await waitUntil("the start of the conversation is reached", async () => {
+    await list.evaluate((el) => (el.scrollTop = 0));
+    return (await list.getByText("This is the start of the conversation.").count()) > 0;
+  });
+  const texts = await list.locator("ol > li p.whitespace-pre-wrap").allInnerTexts();
+  assert.equal(new Set(texts).size, texts.length, "no message twice");
+  assert.equal(texts[0], "Hello Bob", "down to the first message");
 });
 
 test("a reload keeps the session and the key", async () => {
   const alice = people.alice.page;
   await alice.reload();
-  await message(alice, "Welcome, Carol").waitFor();
+  await message(alice, "older 70").waitFor();
   await alice.getByRole("button", { name: "Settings" }).click();
   await alice.getByRole("dialog").waitFor();
   await screen(alice, "settings");
@@ -276,6 +322,27 @@ test("a key created in the browser signs in once the operator adds it", async ()
   await screen(page, "waiting-for-operator");
   daemon.keygen("add", match[1], "--name", "dave");
   await page.getByRole("navigation", { name: "Conversations" }).waitFor();
+});
+
+test("the keyboard moves between conversations and the filter narrows the list", async () => {
+  const alice = people.alice.page;
+  await alice.getByRole("button", { name: "New conversation" }).first().click();
+  const dialog = alice.getByRole("dialog");
+  await dialog.getByRole("searchbox").fill("dave");
+  await dialog.getByRole("checkbox").first().check();
+  await dialog.getByLabel(/Group name/).fill("Book club");
+  await dialog.getByRole("button", { name: "Start conversation" }).click();
+  await alice.getByRole("heading", { name: "Book club", level: 1 }).waitFor();
+  await alice.keyboard.press("Alt+ArrowDown");
+  await alice.getByRole("heading", { name: /bob/, level: 1 }).waitFor();
+  await alice.keyboard.press("Alt+ArrowUp");
+  await alice.getByRole("heading", { name: "Book club", level: 1 }).waitFor();
+  await alice.keyboard.press("Control+k");
+  await alice.keyboard.type("book");
+  const list = alice.getByRole("navigation", { name: "Conversations" });
+  await waitUntil("the filter leaves one conversation", async () => (await list.locator("li button[data-room]").count()) === 1);
+  await alice.keyboard.press("Escape");
+  await alice.getByLabel("Filter conversations").fill("");
 });
 
 test("revoking a key signs that browser out at its next action, saying why", async () => {

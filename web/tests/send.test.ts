@@ -59,6 +59,29 @@ describe("the outbox", () => {
     expect(txns[0]).toBe(txns[1]);
   });
 
+  it("sends every failed message again when the connection is back, and only those", async () => {
+    let up = false;
+    const sent: string[] = [];
+    const outbox = new Outbox(
+      async (_room, txn, body) => {
+        if (!up && body !== "through") throw new Error("The ChatSender server cannot be reached.");
+        sent.push(`${body}/${txn}`);
+        return { event_id: `$${body}` };
+      },
+      () => {},
+    );
+    const first = outbox.send("!r", "one");
+    outbox.send("!r", "through");
+    const third = outbox.send("!s", "three");
+    await settle();
+    expect(outbox.items.map((i) => i.state)).toEqual(["failed", "sent", "failed"]);
+    up = true;
+    outbox.retryAll();
+    await settle();
+    expect(outbox.items.map((i) => i.state)).toEqual(["sent", "sent", "sent"]);
+    expect(sent).toEqual([`through/${outbox.items[1].txnId}`, `one/${first.txnId}`, `three/${third.txnId}`]);
+  });
+
   it("drops the copy at once when the event came in first", async () => {
     const outbox = new Outbox(
       async () => ({ event_id: "$e" }),

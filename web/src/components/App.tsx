@@ -21,8 +21,14 @@ function Chat() {
     const onKey = (e: KeyboardEvent) => {
       if ((e.ctrlKey || e.metaKey) && e.key.toLowerCase() === "k") {
         e.preventDefault();
-        if (selected.value && window.matchMedia("(max-width: 767px)").matches) void openRoom(null);
-        requestAnimationFrame(() => document.getElementById("filter")?.focus());
+        const focus = () => document.getElementById("filter")?.focus();
+        // Below 768 px the list is hidden behind the open conversation: show it first.
+        if (selected.value && window.matchMedia("(max-width: 767px)").matches) {
+          void openRoom(null);
+          requestAnimationFrame(focus);
+        } else {
+          focus();
+        }
       }
       if (e.altKey && (e.key === "ArrowUp" || e.key === "ArrowDown")) {
         e.preventDefault();

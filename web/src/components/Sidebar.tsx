@@ -9,7 +9,9 @@ import {
   invites,
   loadRooms,
   me,
+  online,
   openRoom,
+  people,
   rooms,
   roomsError,
   roomsLoaded,
@@ -67,31 +69,40 @@ function Invites() {
       </h2>
       {error.value && <ErrorLine>{error.value}</ErrorLine>}
       <ul class="space-y-1">
-        {invites.value.map((i) => (
-          <li key={i.room_id} class="flex items-center gap-2 rounded-lg bg-accent-soft px-2 py-2">
-            <Avatar id={i.room_id} name={i.name ?? nameOf(i.inviter)} size={36} />
-            <div class="min-w-0 flex-1">
-              <p class="truncate font-medium">{i.name ?? "Direct conversation"}</p>
-              <p class="truncate text-[13px] text-muted">from {nameOf(i.inviter)}</p>
-            </div>
-            <button
-              type="button"
-              class="min-h-11 rounded-lg bg-accent px-3 text-[13px] font-medium text-accent-ink disabled:opacity-50"
-              disabled={busy.value === i.room_id}
-              onClick={() => void answer(i.room_id, true)}
-            >
-              Accept
-            </button>
-            <button
-              type="button"
-              class="min-h-11 rounded-lg px-2 text-[13px] font-medium text-muted hover:text-ink disabled:opacity-50"
-              disabled={busy.value === i.room_id}
-              onClick={() => void answer(i.room_id, false)}
-            >
-              Decline
-            </button>
-          </li>
-        ))}
+        {invites.value.map((i) => {
+          const inviter = nameOf(i.inviter, people.value[i.inviter]);
+          return (
+            <li key={i.room_id} class="rounded-lg bg-accent-soft px-2 py-2">
+              <div class="flex items-center gap-3">
+                <Avatar id={i.name ? i.room_id : i.inviter} name={i.name ?? inviter} size={36} />
+                <div class="min-w-0 flex-1">
+                  <p class="truncate font-medium">{i.name ?? inviter}</p>
+                  <p class="truncate text-[13px] text-muted">
+                    {i.name ? `${inviter} invites you` : "invites you to a direct conversation"}
+                  </p>
+                </div>
+              </div>
+              <div class="mt-2 flex justify-end gap-2">
+                <button
+                  type="button"
+                  class="min-h-11 rounded-lg px-3 text-[13px] font-medium text-muted hover:text-ink disabled:opacity-50"
+                  disabled={busy.value === i.room_id}
+                  onClick={() => void answer(i.room_id, false)}
+                >
+                  Decline
+                </button>
+                <button
+                  type="button"
+                  class="min-h-11 rounded-lg bg-accent px-4 text-[13px] font-medium text-accent-ink disabled:opacity-50"
+                  disabled={busy.value === i.room_id}
+                  onClick={() => void answer(i.room_id, true)}
+                >
+                  Accept
+                </button>
+              </div>
+            </li>
+          );
+        })}
       </ul>
     </section>
   );
@@ -153,7 +164,7 @@ export function Sidebar({
         {own && <Avatar id={own.user_id} name={nameOf(own.user_id, own.display_name)} size={36} />}
         <div class="min-w-0 flex-1">
           <p class="truncate font-semibold">{own ? nameOf(own.user_id, own.display_name) : "…"}</p>
-          <StatusDot status={status.value} />
+          <StatusDot status={online.value ? status.value : "offline"} />
         </div>
         <IconButton label="New conversation" onClick={onNew}>
           <Plus />

@@ -53,6 +53,11 @@ export class Outbox {
     void this.attempt(txnId);
   }
 
+  /** Sends every failed message again (the connection is back), oldest first. */
+  retryAll(): void {
+    for (const item of this.items.filter((i) => i.state === "failed")) this.retry(item.txnId);
+  }
+
   /** Gives up on a failed message. */
   discard(txnId: string): void {
     this.items = this.items.filter((i) => i.txnId !== txnId || i.state !== "failed");

@@ -37,6 +37,8 @@ export const status = signal<StreamStatus>("connecting");
 export const online = signal(typeof navigator === "undefined" ? true : navigator.onLine);
 export const notifications = signal(false);
 export const outgoing = signal<Outbox["items"]>([]);
+/** ChatSender users' display names, by user id (for invites from people not yet met). */
+export const people = signal<Record<string, string | null>>({});
 
 /** The total of unread messages, for the tab's title. */
 export const totalUnread = computed(() => rooms.value.reduce((n, r) => n + r.unread, 0));
@@ -226,6 +228,10 @@ async function enter(): Promise<void> {
     },
   });
   stream.open();
+  void api
+    .users()
+    .then((u) => (people.value = Object.fromEntries(u.users.map((p) => [p.user_id, p.display_name]))))
+    .catch(() => {});
   await loadRooms();
   const wanted = location.hash.startsWith("#room=") ? decodeURIComponent(location.hash.slice(6)) : null;
   if (wanted && rooms.value.some((r) => r.room_id === wanted)) await openRoom(wanted);
@@ -256,8 +262,11 @@ async function refresh(): Promise<void> {
   }
 }
 
+/** Newest message first; a conversation with no message yet (just started or joined)
+ *  goes on top, where its creator expects to find it. */
 function sortRooms(list: RoomSummary[]): RoomSummary[] {
-  return [...list].sort((a, b) => (b.last_message?.ts ?? 0) - (a.last_message?.ts ?? 0));
+  const at = (r: RoomSummary) => r.last_message?.ts ?? Number.POSITIVE_INFINITY;
+  return [...list].sort((a, b) => (at(b) === at(a) ? 0 : at(b) > at(a) ? 1 : -1));
 }
 
 function setTimeline(room: string, change: Partial<Timeline>): void {
@@ -325,6 +334,7 @@ export function send(room: string, body: string): void {
 }
 
 export const retry = (txnId: string) => outbox.retry(txnId);
+export const retryAll = () => outbox.retryAll();
 export const discard = (txnId: string) => outbox.discard(txnId);
 
 let typingSent = 0;
@@ -428,6 +438,7 @@ export function watchBrowser(): void {
   window.addEventListener("online", () => {
     online.value = true;
     stream?.retryNow();
+    retryAll();
   });
   window.addEventListener("offline", () => (online.value = false));
   document.addEventListener("visibilitychange", () => {
