@@ -2,7 +2,8 @@
 // real daemon serving web/dist and the real Synapse of ./scripts/test: signing in
 // with a key file and with a key made in the browser, two people talking live with
 // typing and unread counts, a matrix-nio user on the other side, a message written
-// offline, paging back through history, the keyboard, a reload, a revocation; axe-core on every screen, and screenshots of each at 375 px and
+// offline, paging back through history, the keyboard, a reload, a new display name,
+// leaving a group, a revocation; axe-core on every screen, and screenshots of each at 375 px and
 // 1440 px, light and dark, in web/test-results/screenshots/.
 
 import assert from "node:assert/strict";
@@ -158,9 +159,16 @@ test("a key file signs in, and the browser keeps the key as a non-extractable Cr
 
 test("a wrong file is refused with a message that says what it is", async () => {
   const page = await person("stranger");
-  const file = join(daemon.scratch, "public.pem");
-  writeFileSync(file, "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=\n-----END PUBLIC KEY-----\n");
-  await page.locator("input[type=file]").setInputFiles(file);
+  // Dropped on the page, as from a file manager.
+  const text = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=\n-----END PUBLIC KEY-----\n";
+  const dropped = await page.evaluateHandle((pem) => {
+    const data = new DataTransfer();
+    data.items.add(new File([pem], "public.pem", { type: "application/x-pem-file" }));
+    return data;
+  }, text);
+  const zone = page.locator("label", { hasText: "or drop it here" });
+  await zone.dispatchEvent("dragover", { dataTransfer: dropped });
+  await zone.dispatchEvent("drop", { dataTransfer: dropped });
   await page.getByRole("alert").filter({ hasText: "This is a public key" }).waitFor();
   await screen(page, "sign-in-wrong-file");
   // A well-formed key the server does not know.
@@ -345,9 +353,34 @@ test("the keyboard moves between conversations and the filter narrows the list",
   await alice.getByLabel("Filter conversations").fill("");
 });
 
+test("a new display name shows to the others, and leaving a group takes it off the list", async () => {
+  const alice = people.alice.page;
+  await alice.getByRole("button", { name: "Settings" }).click();
+  const settings = alice.getByRole("dialog");
+  await settings.getByLabel("Display name").fill("Alice Liddell");
+  await settings.getByRole("button", { name: "Save name" }).click();
+  await settings.getByText("Saved.").waitFor();
+  await alice.keyboard.press("Escape");
+  await alice.getByText("Alice Liddell", { exact: true }).first().waitFor();
+  const bobList = people.bob.page.getByRole("navigation", { name: "Conversations" });
+  await bobList.getByRole("button", { name: /Alice Liddell/ }).waitFor();
+
+  const list = alice.getByRole("navigation", { name: "Conversations" });
+  await list.getByRole("button", { name: /Book club/ }).click();
+  await alice.getByRole("button", { name: "Members and invites" }).click();
+  await alice.getByRole("button", { name: "Leave conversation" }).click();
+  await screen(alice, "leave-confirm");
+  await alice.getByRole("button", { name: "Stay" }).click();
+  await alice.getByRole("button", { name: "Leave conversation" }).click();
+  await alice.getByRole("button", { name: "Leave", exact: true }).click();
+  await alice.getByRole("dialog").waitFor({ state: "detached" });
+  await list.getByRole("button", { name: /Book club/ }).waitFor({ state: "detached" });
+  await list.getByRole("button", { name: /bob/ }).waitFor();
+});
+
 test("revoking a key signs that browser out at its next action, saying why", async () => {
   const bob = people.bob.page;
-  await bob.getByRole("button", { name: /alice/ }).click();
+  await bob.getByRole("button", { name: /Alice Liddell/ }).click();
   daemon.keygen("revoke", people.bob.key.fingerprint, "--yes");
   await bob.getByRole("textbox", { name: "Message" }).fill("still here?");
   await bob.getByRole("textbox", { name: "Message" }).press("Enter");

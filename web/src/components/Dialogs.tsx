@@ -119,6 +119,7 @@ export function Members({ room, onClose }: { room: string; onClose: () => void }
   const error = useSignal<string | null>(null);
   const done = useSignal<string | null>(null);
   const busy = useSignal(false);
+  const confirming = useSignal(false);
   if (!summary) return null;
   const invite = async () => {
     busy.value = true;
@@ -202,9 +203,23 @@ export function Members({ room, onClose }: { room: string; onClose: () => void }
           </p>
         )}
         {error.value && <ErrorLine>{error.value}</ErrorLine>}
-        <Button variant="danger" class="w-full" disabled={busy.value} onClick={() => void leave()}>
-          Leave conversation
-        </Button>
+        {confirming.value ? (
+          <div class="space-y-2 rounded-lg border border-line p-3" role="group" aria-label="Leave this conversation?">
+            <p class="text-[13px]">Leave this conversation? To come back you need a new invite from someone in it.</p>
+            <div class="flex gap-2">
+              <Button variant="secondary" class="flex-1" onClick={() => (confirming.value = false)}>
+                Stay
+              </Button>
+              <Button variant="danger" class="flex-1" disabled={busy.value} onClick={() => void leave()}>
+                Leave
+              </Button>
+            </div>
+          </div>
+        ) : (
+          <Button variant="danger" class="w-full" disabled={busy.value} onClick={() => (confirming.value = true)}>
+            Leave conversation
+          </Button>
+        )}
       </div>
     </Dialog>
   );
