@@ -1,17 +1,18 @@
 #!/usr/bin/env python3
-"""Start and stop a throwaway Synapse for ChatSender's tests.
+"""Start and stop a local Synapse for ChatSender's tests and its quickstart.
 
 Run with the Python of the Synapse virtualenv:
 
-    synapse.py start --dir DIR --port PORT --registration REG.yaml [...]
-                     [--database FILE] [--open-registration] [--foreground]
-    synapse.py stop --dir DIR
+    dev-synapse.py start --dir DIR --port PORT --registration REG.yaml [...]
+                         [--database FILE] [--open-registration]
+    dev-synapse.py start --dir DIR --port PORT --config homeserver.yaml
+    dev-synapse.py stop --dir DIR
 
 `start` writes DIR/homeserver.yaml (SQLite, in memory unless --database names a file;
-client API only on 127.0.0.1; every rate limit raised), starts Synapse in the
-background, waits until it answers and prints its PID. `stop` ends it by the PID in
-DIR/synapse.pid. Secrets are made once per DIR, so a persistent database stays valid
-across restarts.
+client API only on 127.0.0.1; every rate limit raised), or takes the one --config
+names; starts Synapse in the background, waits until it answers and prints its PID.
+`stop` ends it by the PID in DIR/synapse.pid. Secrets are made once per DIR, so a
+persistent database stays valid across restarts.
 """
 
 import argparse
@@ -127,9 +128,13 @@ def start(args):
     stop(args)  # a Synapse left over from an earlier run in this directory
     if port_in_use(args.port):
         sys.exit(f"port {args.port} is in use: another Synapse (or other server) is running there")
-    database = os.path.abspath(args.database) if args.database else ":memory:"
-    config = write_config(args.dir, args.port, args.registration, args.server_name,
-                          database, args.open_registration)
+    if args.config:
+        # A homeserver.yaml written elsewhere (synapse/init-synapse.sh dev).
+        config = os.path.abspath(args.config)
+    else:
+        database = os.path.abspath(args.database) if args.database else ":memory:"
+        config = write_config(args.dir, args.port, args.registration, args.server_name,
+                              database, args.open_registration)
     out = open(os.path.join(args.dir, "synapse.out"), "ab")
     process = subprocess.Popen(
         [sys.executable, "-m", "synapse.app.homeserver", "-c", config],
@@ -193,6 +198,8 @@ def main():
     p.add_argument("--database", help="SQLite file (default: in memory)")
     p.add_argument("--open-registration", action="store_true",
                    help="let anyone register an account (tests)")
+    p.add_argument("--config", help="start with this homeserver.yaml instead of writing one "
+                   "(its listener must be on 127.0.0.1:PORT)")
     p.set_defaults(func=start)
     p = sub.add_parser("stop")
     p.add_argument("--dir", required=True)

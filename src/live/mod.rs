@@ -183,4 +183,9 @@ impl Live {
     pub fn wakeups(&self) -> u64 {
         self.hub.wakeups()
     }
+
+    /// Users with a stream open on this daemon (a test hook).
+    pub fn listening(&self) -> usize {
+        self.hub.listening()
+    }
 }

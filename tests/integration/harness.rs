@@ -106,6 +106,8 @@ pub fn http() -> &'static reqwest::Client {
         chatsender::install_tls_provider();
         reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
+            // nginx in the tests has a certificate made for the run.
+            .tls_danger_accept_invalid_certs(true)
             .build()
             .expect("client")
     })
@@ -300,17 +302,23 @@ impl TestApp {
         backends: Backends,
         tune: impl Fn(&mut Settings) + Send + Sync + 'static,
     ) -> TestApp {
-        let slot = Slot::lease().await;
-        let provisioned = Provisioned::new(backends).await;
-        let mut app = TestApp {
-            daemon: None,
-            slot,
-            provisioned,
-            dir: tempfile::tempdir().expect("tempdir"),
-            tune: Arc::new(tune),
-        };
+        let mut app = Self::prepare(backends, tune).await;
         app.start().await;
         app
+    }
+
+    /// A slot and fresh `backends`, with no daemon started yet (see [`Self::start`]).
+    pub async fn prepare(
+        backends: Backends,
+        tune: impl Fn(&mut Settings) + Send + Sync + 'static,
+    ) -> TestApp {
+        TestApp {
+            daemon: None,
+            slot: Slot::lease().await,
+            provisioned: Provisioned::new(backends).await,
+            dir: tempfile::tempdir().expect("tempdir"),
+            tune: Arc::new(tune),
+        }
     }
 
     /// The settings the daemon runs with.
@@ -478,6 +486,29 @@ impl OwnSynapse {
             cmd.arg("--registration").arg(r);
         }
         let out = cmd.output().expect("run the Synapse helper");
+        assert!(
+            out.status.success(),
+            "Synapse did not start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        OwnSynapse {
+            dir: dir.to_owned(),
+        }
+    }
+}
+
+impl OwnSynapse {
+    /// Starts Synapse on `port` with a homeserver.yaml written elsewhere.
+    pub fn start_with_config(dir: &Path, port: u16, config: &Path) -> OwnSynapse {
+        let env = env();
+        let out = Command::new(&env.synapse_python)
+            .arg(&env.synapse_helper)
+            .args(["start", "--port", &port.to_string(), "--dir"])
+            .arg(dir)
+            .arg("--config")
+            .arg(config)
+            .output()
+            .expect("run the Synapse helper");
         assert!(
             out.status.success(),
             "Synapse did not start: {}",

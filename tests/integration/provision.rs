@@ -63,6 +63,20 @@ impl Backends {
     }
 }
 
+/// False (said loudly) when `scripts/test` reported `what` missing by setting
+/// `skip_var`; on CI that is a failure.
+pub fn tool_available(skip_var: &str, what: &str) -> bool {
+    if !skipped(skip_var) {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{what} is required on CI"
+    );
+    eprintln!("!!! NOT COVERED: {what} is not available; this test did not run");
+    false
+}
+
 /// A fresh database and cache namespace, removed when dropped.
 pub struct Provisioned {
     pub database: DatabaseUrl,
