@@ -15,17 +15,8 @@ import { after, before, test as nodeTest } from "node:test";
 
 import { chromium } from "playwright-core";
 
-import { registerMatrixUser, startDaemon, startNio, waitUntil, web } from "./stack.mjs";
+import { chromiumFlags, registerMatrixUser, startDaemon, startNio, waitUntil, web } from "./stack.mjs";
 
-const FLAGS = [
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-quic",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-];
 const SHOTS = join(web, "test-results/screenshots");
 const AXE = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
 const SLOT = Number(process.env.CHATSENDER_E2E_SLOT ?? 1);
@@ -57,7 +48,7 @@ async function person(name, viewport = { width: 1440, height: 900 }) {
   const context = await chromium.launchPersistentContext(dir, {
     executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
     headless: true,
-    args: FLAGS,
+    args: chromiumFlags,
     viewport,
     colorScheme: "light",
     reducedMotion: "reduce",

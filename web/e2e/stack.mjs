@@ -26,6 +26,17 @@ export function testEnv() {
   }
 }
 
+/** Chromium's switches for headless runs here (no sandbox: the tests may run as root). */
+export const chromiumFlags = [
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+];
+
 const binary = () => join(process.env.CARGO_TARGET_DIR ?? join(root, "target"), "debug/chatsender");
 
 /** Waits until `check` returns something truthy, polling; fails after `ms`. */

@@ -21,14 +21,15 @@ function Chat() {
     const onKey = (e: KeyboardEvent) => {
       if ((e.ctrlKey || e.metaKey) && e.key.toLowerCase() === "k") {
         e.preventDefault();
-        const focus = () => document.getElementById("filter")?.focus();
-        // Below 768 px the list is hidden behind the open conversation: show it first.
-        if (selected.value && window.matchMedia("(max-width: 767px)").matches) {
-          void openRoom(null);
-          requestAnimationFrame(focus);
-        } else {
-          focus();
-        }
+        // Below 768 px the list is hidden behind the open conversation: show it first,
+        // and focus the filter once it is rendered (a hidden input takes no focus).
+        const focus = (frames: number) => {
+          const input = document.getElementById("filter");
+          input?.focus();
+          if (document.activeElement !== input && frames > 0) requestAnimationFrame(() => focus(frames - 1));
+        };
+        if (selected.value && window.matchMedia("(max-width: 767px)").matches) void openRoom(null);
+        focus(30);
       }
       if (e.altKey && (e.key === "ArrowUp" || e.key === "ArrowDown")) {
         e.preventDefault();
