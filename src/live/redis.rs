@@ -35,6 +35,9 @@ struct Wire {
 /// Appends once per (user, event) and publishes, atomically: a crash cannot leave an
 /// event marked delivered but missing, and publish order is stream order.
 /// KEYS: delivered marker, stream. ARGV: cap, kind, payload, channel, user id.
+/// Deliveries sent to Redis in one pipeline.
+const PIPELINE: usize = 1000;
+
 static DELIVER: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
@@ -81,20 +84,36 @@ impl RedisLog {
 impl StreamLog for RedisLog {
     async fn append(&self, deliveries: &[Delivery]) -> Result<Vec<LiveEvent>, LiveError> {
         let mut conn = self.conn.clone();
-        for d in deliveries {
-            let _: Option<String> = DELIVER
-                .key(format!(
-                    "{}delivered:{}:{}",
-                    self.prefix, d.user_id, d.dedup_key
-                ))
-                .key(self.stream(&d.user_id))
-                .arg(RETAINED_PER_USER)
-                .arg(d.kind.as_str())
-                .arg(&d.payload)
-                .arg(self.channel())
-                .arg(d.user_id.as_str())
-                .invoke_async(&mut conn)
-                .await?;
+        // One pipeline per chunk: a round trip for many deliveries. Each is the
+        // script, atomic on its own; running a chunk again (after NOSCRIPT, when
+        // Redis lost its scripts) delivers nothing twice.
+        for chunk in deliveries.chunks(PIPELINE) {
+            let mut pipe = redis::pipe();
+            for d in chunk {
+                pipe.cmd("EVALSHA")
+                    .arg(DELIVER.get_hash())
+                    .arg(2)
+                    .arg(format!(
+                        "{}delivered:{}:{}",
+                        self.prefix, d.user_id, d.dedup_key
+                    ))
+                    .arg(self.stream(&d.user_id))
+                    .arg(RETAINED_PER_USER)
+                    .arg(d.kind.as_str())
+                    .arg(&d.payload)
+                    .arg(self.channel())
+                    .arg(d.user_id.as_str())
+                    .ignore();
+            }
+            match pipe.query_async::<()>(&mut conn).await {
+                Err(e)
+                    if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                {
+                    DELIVER.load_async(&mut conn).await?;
+                    pipe.query_async::<()>(&mut conn).await?;
+                }
+                done => done?,
+            }
         }
         // The channel brings every entry back, to this daemon too.
         Ok(Vec::new())

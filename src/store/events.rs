@@ -123,23 +123,26 @@ where
             tx.rollback().await?;
             return Ok(TransactionOutcome::Duplicate);
         }
+        // One multi-row statement per chunk: a transaction is one round trip or few.
         let mut new_events = 0;
-        for event in &txn.events {
-            let done = sqlx::query(Self::insert_ignore(
-                "INTO room_events (event_id, room_id, sender, event_type, state_key, \
-                 origin_server_ts, json, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            ))
-            .bind(event.event_id.as_str())
-            .bind(event.room_id.as_str())
-            .bind(event.sender.as_str())
-            .bind(event.event_type.as_str())
-            .bind(event.state_key.as_deref())
-            .bind(event.origin_server_ts)
-            .bind(event.json.json().get())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            new_events += usize::from(DB::rows_affected(&done) == 1);
+        for chunk in txn.events.chunks(CHUNK) {
+            let mut query = QueryBuilder::<DB>::new(format!(
+                "{} INTO room_events (event_id, room_id, sender, event_type, state_key, \
+                 origin_server_ts, json, received_at) ",
+                DB::INSERT_IGNORE
+            ));
+            query.push_values(chunk, |mut row, event| {
+                row.push_bind(event.event_id.as_str())
+                    .push_bind(event.room_id.as_str())
+                    .push_bind(event.sender.as_str())
+                    .push_bind(event.event_type.as_str())
+                    .push_bind(event.state_key.as_deref())
+                    .push_bind(event.origin_server_ts)
+                    .push_bind(event.json.json().get())
+                    .push_bind(now);
+            });
+            let done = query.build().execute(&mut *tx).await?;
+            new_events += usize::try_from(DB::rows_affected(&done)).unwrap_or(usize::MAX);
         }
         tx.commit().await?;
         Ok(TransactionOutcome::Recorded { new_events })

@@ -1,11 +1,13 @@
 //! Each user's live stream in embedded mode (Redis streams in production): what was
 //! delivered, kept for replay.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use ruma::UserId;
-use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Type};
+use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, QueryBuilder, Type};
 
-use super::sql::{Dialect, SqlStore};
+use super::sql::{CHUNK, Dialect, SqlStore};
 use super::{NewStreamEntry, StoreError, StreamEntry};
 use crate::time::now_ms;
 
@@ -69,34 +71,33 @@ where
 {
     async fn append(&self, entries: &[NewStreamEntry]) -> Result<Vec<Option<i64>>, StoreError> {
         let now = now_ms();
-        let mut ids = Vec::with_capacity(entries.len());
+        // One multi-row statement per chunk; RETURNING names the rows inserted (not
+        // those a dedup key already had), with their ids, given in order.
+        let mut inserted: HashMap<(String, String), i64> = HashMap::new();
         let mut tx = self.pool.begin().await?;
-        for entry in entries {
-            let done = sqlx::query(Self::insert_ignore(
-                "INTO user_events (user_id, dedup_key, kind, payload, created_at) \
-                 VALUES (?, ?, ?, ?, ?)",
-            ))
-            .bind(entry.user_id.as_str())
-            .bind(entry.dedup_key.as_str())
-            .bind(entry.kind.as_str())
-            .bind(entry.payload.as_str())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            if DB::rows_affected(&done) == 0 {
-                ids.push(None);
-                continue;
-            }
-            let (id,): (i64,) =
-                sqlx::query_as("SELECT id FROM user_events WHERE user_id = ? AND dedup_key = ?")
-                    .bind(entry.user_id.as_str())
-                    .bind(entry.dedup_key.as_str())
-                    .fetch_one(&mut *tx)
-                    .await?;
-            ids.push(Some(id));
+        for chunk in entries.chunks(CHUNK) {
+            let mut query = QueryBuilder::<DB>::new(format!(
+                "{} INTO user_events (user_id, dedup_key, kind, payload, created_at) ",
+                DB::INSERT_IGNORE
+            ));
+            query.push_values(chunk, |mut row, entry| {
+                row.push_bind(entry.user_id.as_str())
+                    .push_bind(entry.dedup_key.as_str())
+                    .push_bind(entry.kind.as_str())
+                    .push_bind(entry.payload.as_str())
+                    .push_bind(now);
+            });
+            query.push(" RETURNING id, user_id, dedup_key");
+            let rows: Vec<(i64, String, String)> =
+                query.build_query_as().fetch_all(&mut *tx).await?;
+            inserted.extend(rows.into_iter().map(|(id, user, key)| ((user, key), id)));
         }
         tx.commit().await?;
-        Ok(ids)
+        // A (user, key) given twice is inserted once: the first gets the id.
+        Ok(entries
+            .iter()
+            .map(|e| inserted.remove(&(e.user_id.as_str().to_owned(), e.dedup_key.clone())))
+            .collect())
     }
 
     async fn entries_after(

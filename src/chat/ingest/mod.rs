@@ -21,12 +21,16 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 mod ephemeral;
+mod members;
+mod round;
+
+use round::{Round, deliveries};
 
 use super::event::{self, Content, Ephemeral, RoomEvent};
 use super::message::{MembershipChange, Message, RoomChange};
 use crate::cache::{Cache, CacheError};
 use crate::identity::Namespace;
-use crate::live::{Delivery, Live, LiveError, StreamKind};
+use crate::live::{Live, LiveError, StreamKind};
 use crate::store::{
     EventLog, IncomingTransaction, Receipts, RoomIndex, RoomUpdate, StoreError, TransactionOutcome,
 };
@@ -55,6 +59,12 @@ const LEASE_WAIT: Duration = Duration::from_secs(5);
 /// How often the feeder looks for work nobody woke it for (another daemon's, a
 /// failed round's).
 const POLL: Duration = Duration::from_secs(5);
+/// Above this many joined members, a membership change is delivered to its target
+/// only (see [`Ingest::apply`]).
+pub const LARGE_ROOM: usize = 1000;
+/// The cache key naming the daemon whose feeder ran last.
+const LAST_FEEDER_KEY: &str = "ingest-last-feeder";
+const LAST_FEEDER_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Records transactions and feeds their events on.
 pub struct Ingest {
@@ -71,6 +81,10 @@ pub struct Ingest {
     ephemeral: Mutex<Vec<Ephemeral>>,
     /// One feed at a time in this daemon.
     running: tokio::sync::Mutex<()>,
+    /// This daemon's feeder, as named in the lease.
+    holder: String,
+    /// Who is in each room, as fed (valid while no other daemon's feeder ran).
+    members: members::Members,
     /// When each failing event first failed (std mutex: never held across an await).
     failures: Mutex<HashMap<OwnedEventId, Instant>>,
     /// How long feeding one event may keep failing before it is skipped.
@@ -98,6 +112,8 @@ impl Ingest {
             wake: Notify::new(),
             ephemeral: Mutex::default(),
             running: tokio::sync::Mutex::new(()),
+            holder: crate::keys::encode_base64url(&rand::random::<[u8; 16]>()),
+            members: members::Members::default(),
             failures: Mutex::default(),
             give_up_after,
         }
@@ -172,11 +188,11 @@ impl Ingest {
     /// loses nothing. It stays in the history.
     pub async fn run_pending(&self) -> Result<usize, FeedError> {
         let _one_at_a_time = self.running.lock().await;
-        let holder = crate::keys::encode_base64url(&rand::random::<[u8; 16]>());
+        let holder = self.holder.as_bytes();
         let started = Instant::now();
         while !self
             .cache
-            .put_if_absent(LEASE_KEY, holder.as_bytes(), LEASE_TTL)
+            .put_if_absent(LEASE_KEY, holder, LEASE_TTL)
             .await?
         {
             if started.elapsed() > LEASE_WAIT {
@@ -184,9 +200,24 @@ impl Ingest {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let fed = self.feed().await;
-        self.cache.delete_if(LEASE_KEY, holder.as_bytes()).await?;
+        let fed = match self.take_over().await {
+            Ok(()) => self.feed().await,
+            Err(error) => Err(error.into()),
+        };
+        self.cache.delete_if(LEASE_KEY, holder).await?;
         fed
+    }
+
+    /// Forgets the members view if another daemon's feeder ran since this one did.
+    async fn take_over(&self) -> Result<(), CacheError> {
+        let holder = self.holder.as_bytes();
+        if self.cache.get(LAST_FEEDER_KEY).await?.as_deref() != Some(holder) {
+            self.members.clear();
+            self.cache
+                .put(LAST_FEEDER_KEY, holder, LAST_FEEDER_TTL)
+                .await?;
+        }
+        Ok(())
     }
 
     async fn feed(&self) -> Result<usize, FeedError> {
@@ -196,27 +227,21 @@ impl Ingest {
             if records.is_empty() {
                 return Ok(done);
             }
-            let mut applied = Vec::with_capacity(records.len());
-            let mut messages = Vec::new();
+            let mut round = Round::default();
             let mut failure = None;
             for record in &records {
                 let event = RoomEvent::from_record(record);
                 if matches!(event.content, Content::Message { .. }) {
-                    messages.push(&*record.event_id);
+                    round.messages.push(&*record.event_id);
                 }
-                match self.apply(&event).await {
+                match self.apply(&event, &mut round).await {
                     Ok(()) => {
                         self.forget_failure(&record.event_id);
-                        applied.push(&*record.event_id);
+                        round.applied.push(&*record.event_id);
                     }
                     Err(error) if self.give_up(&record.event_id) => {
-                        tracing::error!(
-                            event_id = %record.event_id,
-                            error = %error,
-                            "an event kept failing for {:?}; it stays in the history but is not fed to the live streams",
-                            self.give_up_after
-                        );
-                        applied.push(&*record.event_id);
+                        self.skip(&record.event_id, &error);
+                        round.applied.push(&*record.event_id);
                     }
                     Err(error) => {
                         failure = Some(error);
@@ -225,10 +250,15 @@ impl Ingest {
                 }
             }
             // Keep the progress made, even when an event stops the batch.
-            self.events.mark_fed(&applied, &messages).await?;
+            let delivered = self.flush(&mut round).await;
+            round.messages.retain(|m| round.applied.contains(m));
+            self.events
+                .mark_fed(&round.applied, &round.messages)
+                .await?;
+            metrics::counter!("chatsender_events_fed_total").increment(round.applied.len() as u64);
             self.cache.expire(LEASE_KEY, LEASE_TTL).await?;
-            done += applied.len();
-            if let Some(error) = failure {
+            done += round.applied.len();
+            if let Some(error) = failure.or(delivered.err()) {
                 return Err(error);
             }
         }
@@ -255,23 +285,32 @@ impl Ingest {
         false
     }
 
-    /// Applies one event to the room index and delivers it to whom it concerns.
-    async fn apply(&self, event: &RoomEvent) -> Result<(), FeedError> {
+    /// Applies one event to the room index and adds its deliveries to the round.
+    async fn apply(&self, event: &RoomEvent, round: &mut Round<'_>) -> Result<(), FeedError> {
         let room = &event.room_id;
+        let ns = &self.namespace;
+        let index = &*self.rooms;
         match &event.content {
             Content::Member(m) => {
                 let mut update = RoomUpdate::default();
-                let ours = self.namespace.contains(&m.target);
+                let ours = ns.contains(&m.target);
                 if ours && m.membership == MembershipState::Invite {
                     update.name = m.invite_name.clone();
                     update.encrypted = m.invite_encrypted.then_some(true);
                     update.is_direct = m.is_direct;
                 }
                 self.rooms.update_room(room, &update).await?;
+                // Loaded before the change is written: the view then applies it once.
+                let mut to = self.members.ours(index, ns, room).await?;
                 if let Some(record) = event.membership() {
                     self.rooms.set_membership(&record).await?;
+                    self.members.apply(ns, &record);
                 }
-                let mut to = self.joined(room).await?;
+                // In a large room the others learn of a member when it speaks, as
+                // Matrix clients lazy-load members: filling a room stays linear.
+                if self.members.joined_count(room) > LARGE_ROOM {
+                    to.clear();
+                }
                 if ours && !to.contains(&m.target) {
                     to.push(m.target.clone());
                 }
@@ -281,8 +320,12 @@ impl Ingest {
                     membership: m.membership.clone(),
                     sender: event.sender.clone(),
                 };
-                self.deliver(to, event.event_id.as_str(), StreamKind::Membership, &change)
-                    .await
+                let kind = StreamKind::Membership;
+                round.add(
+                    &event.event_id,
+                    deliveries(to, event.event_id.as_str(), kind, &change)?,
+                );
+                Ok(())
             }
             Content::Name(name) => {
                 self.rooms.update_room(room, &event.room_update()).await?;
@@ -290,29 +333,42 @@ impl Ingest {
                     room_id: room.clone(),
                     name: name.clone(),
                 };
-                let to = self.joined(room).await?;
-                self.deliver(to, event.event_id.as_str(), StreamKind::Room, &change)
-                    .await
+                let to = self.members.ours(index, ns, room).await?;
+                round.add(
+                    &event.event_id,
+                    deliveries(to, event.event_id.as_str(), StreamKind::Room, &change)?,
+                );
+                Ok(())
             }
             Content::Encryption => {
                 self.rooms.update_room(room, &event.room_update()).await?;
                 Ok(())
             }
             Content::Message { .. } => {
-                let sender = self.rooms.membership(room, &event.sender).await?;
-                let Some(message) = Message::of(event, sender.and_then(|m| m.display_name)) else {
+                let name = self
+                    .members
+                    .display_name(index, ns, room, &event.sender)
+                    .await?;
+                let Some(message) = Message::of(event, name) else {
                     return Ok(());
                 };
-                self.rooms.set_last_message(room, &event.event_id).await?;
-                let to = self.joined(room).await?;
-                self.deliver(to, event.event_id.as_str(), StreamKind::Message, &message)
-                    .await
+                round
+                    .last_messages
+                    .insert(room.clone(), event.event_id.clone());
+                let to = self.members.ours(index, ns, room).await?;
+                let kind = StreamKind::Message;
+                round.add(
+                    &event.event_id,
+                    deliveries(to, event.event_id.as_str(), kind, &message)?,
+                );
+                Ok(())
             }
             Content::Other => Ok(()),
         }
     }
 
-    /// ChatSender users joined to the room.
+    /// ChatSender users joined to the room, from the index (for ephemeral data, which
+    /// is handed on outside the feeder's lease).
     async fn joined(&self, room: &RoomId) -> Result<Vec<OwnedUserId>, StoreError> {
         let members = self.rooms.members(room, &MembershipState::Join).await?;
         Ok(members
@@ -322,7 +378,7 @@ impl Ingest {
             .collect())
     }
 
-    /// Delivers `payload` to each of `to`, once per `dedup_key`.
+    /// Delivers `payload` to each of `to` now, once per `dedup_key`.
     async fn deliver(
         &self,
         to: Vec<OwnedUserId>,
@@ -330,17 +386,9 @@ impl Ingest {
         kind: StreamKind,
         payload: &impl serde::Serialize,
     ) -> Result<(), FeedError> {
-        let payload = serde_json::to_string(payload)?;
-        let deliveries: Vec<Delivery> = to
-            .into_iter()
-            .map(|user_id| Delivery {
-                user_id,
-                dedup_key: dedup_key.to_owned(),
-                kind,
-                payload: payload.clone(),
-            })
-            .collect();
-        self.live.deliver(&deliveries).await?;
+        self.live
+            .deliver(&deliveries(to, dedup_key, kind, payload)?)
+            .await?;
         Ok(())
     }
 }

@@ -1,0 +1,93 @@
+//! One round of feeding: the events of a batch applied to the room index, and what
+//! is written for them at the end of the round (last messages, live deliveries), in
+//! few writes.
+
+use std::collections::HashMap;
+
+use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId};
+
+use super::{FeedError, Ingest};
+use crate::live::{Delivery, StreamKind};
+
+/// What one round of feeding has done and has still to write.
+#[derive(Default)]
+pub(super) struct Round<'r> {
+    pub(super) applied: Vec<&'r EventId>,
+    pub(super) messages: Vec<&'r EventId>,
+    /// The newest message of each room in the round.
+    pub(super) last_messages: HashMap<OwnedRoomId, OwnedEventId>,
+    /// Each event's deliveries, in order.
+    pub(super) deliveries: Vec<(OwnedEventId, Vec<Delivery>)>,
+}
+
+impl Round<'_> {
+    pub(super) fn add(&mut self, event_id: &EventId, deliveries: Vec<Delivery>) {
+        if !deliveries.is_empty() {
+            self.deliveries.push((event_id.to_owned(), deliveries));
+        }
+    }
+}
+
+/// `payload` for each of `to`, once per `dedup_key`.
+pub(super) fn deliveries(
+    to: Vec<OwnedUserId>,
+    dedup_key: &str,
+    kind: StreamKind,
+    payload: &impl serde::Serialize,
+) -> Result<Vec<Delivery>, FeedError> {
+    let payload = serde_json::to_string(payload)?;
+    Ok(to
+        .into_iter()
+        .map(|user_id| Delivery {
+            user_id,
+            dedup_key: dedup_key.to_owned(),
+            kind,
+            payload: payload.clone(),
+        })
+        .collect())
+}
+
+impl Ingest {
+    /// Writes a round's last messages and deliveries: all deliveries at once, or, if
+    /// that fails, event by event, so an event that keeps failing is found and, in
+    /// time, skipped; `round.applied` ends before the first event not delivered.
+    pub(super) async fn flush(&self, round: &mut Round<'_>) -> Result<(), FeedError> {
+        for (room, event_id) in &round.last_messages {
+            if let Err(error) = self.rooms.set_last_message(room, event_id).await {
+                round.applied.clear();
+                return Err(error.into());
+            }
+        }
+        let all: Vec<Delivery> = round
+            .deliveries
+            .iter()
+            .flat_map(|(_, d)| d.clone())
+            .collect();
+        if self.live.deliver(&all).await.is_ok() {
+            return Ok(());
+        }
+        for (event_id, deliveries) in &round.deliveries {
+            if let Err(error) = self.live.deliver(deliveries).await {
+                if self.give_up(event_id) {
+                    self.skip(event_id, &FeedError::from(error));
+                    continue;
+                }
+                let failed = round.applied.iter().position(|e| e == event_id);
+                round
+                    .applied
+                    .truncate(failed.unwrap_or(round.applied.len()));
+                return Err(error.into());
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn skip(&self, event_id: &ruma::EventId, error: &FeedError) {
+        tracing::error!(
+            %event_id,
+            %error,
+            "an event kept failing for {:?}; it stays in the history but is not fed to the live streams",
+            self.give_up_after
+        );
+    }
+}
