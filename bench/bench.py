@@ -1,0 +1,359 @@
+#!/usr/bin/env python3
+"""ChatSender's bench: every speed figure of the issue, beside the bare baseline and the
+peers, on the same load in the same run. Called by bench/run, which builds and installs
+what it needs; prints a table of figures and ratios and writes bench/last-run.json.
+
+Servers run pinned to core 0 (taskset -c 0), the load to core 1 (on a 1-core machine
+both share it and the figures say less).
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+HS_TOKEN = "bench-hs-token"
+AS_TOKEN = "bench-as-token"
+
+
+def log(message):
+    print(f"\033[1m==>\033[0m {message}", file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pinned(core, argv):
+    if shutil.which("taskset") and os.cpu_count() and os.cpu_count() > 1:
+        return ["taskset", "-c", str(core)] + argv
+    return argv
+
+
+def wait_http(url, timeout=60, ok=lambda status: status < 500):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if ok(r.status):
+                    return
+        except urllib.error.HTTPError as e:
+            if ok(e.code):
+                return
+        except OSError:
+            pass
+        time.sleep(0.02)
+    raise RuntimeError(f"{url} did not answer within {timeout} s")
+
+
+def wait_port(port, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError(f"nothing listens on port {port} after {timeout} s")
+
+
+class Server:
+    """A process on core 0, stopped with SIGTERM."""
+
+    def __init__(self, argv, env=None, log_path=None):
+        self.log = open(log_path or os.devnull, "w")
+        self.proc = subprocess.Popen(pinned(0, argv), env={**os.environ, **(env or {})},
+                                     stdout=subprocess.PIPE, stderr=self.log, text=True)
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            out, _ = self.proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, _ = self.proc.communicate()
+        self.log.close()
+        return out
+
+
+class Bench:
+    def __init__(self, args):
+        self.a = args
+        self.work = tempfile.mkdtemp(prefix="chatsender-bench-")
+        self.results = {}
+        self.homeserver = None
+
+    def load(self, *argv, timeout=1800):
+        cmd = pinned(1, [self.a.load, *argv])
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv[:1])} failed:\n{done.stderr[-3000:]}")
+        for line in done.stderr.splitlines():
+            if line.startswith("fanout") or line.startswith("homeserver"):
+                print(f"    {line}", file=sys.stderr)
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    # --- the stand-in homeserver and the daemon -------------------------------------
+    def start_homeserver(self):
+        port = free_port()
+        self.homeserver = Server(pinned(1, [self.a.load, "homeserver", "--listen", f"127.0.0.1:{port}"]))
+        wait_port(port)
+        self.homeserver_url = f"http://127.0.0.1:{port}"
+
+    def mysql_db(self, name):
+        url = self.a.mysql_url
+        from urllib.parse import urlsplit, urlunsplit
+        p = urlsplit(url)
+        args = ["mariadb", "-h", p.hostname or "127.0.0.1", "-P", str(p.port or 3306), "-u", p.username or "root"]
+        if p.password:
+            args.append("-p" + p.password)
+        subprocess.run(args + ["-e", f"DROP DATABASE IF EXISTS `{name}`; CREATE DATABASE `{name}`"], check=True)
+        self.dropped = getattr(self, "dropped", []) + [(args, name)]
+        return urlunsplit((p.scheme, p.netloc, "/" + name, "", ""))
+
+    def config(self, name, backend, homeserver=None, port=None):
+        port = port or free_port()
+        if backend == "sqlite":
+            db, redis = f"sqlite://{self.work}/{name}.db", ""
+        else:
+            db = self.mysql_db(f"cs_bench_{os.getpid()}_{name}")
+            redis = self.a.redis_url
+        path = f"{self.work}/{name}.yaml"
+        with open(path, "w") as f:
+            f.write(f"""homeserver: {{url: '{homeserver or self.homeserver_url}', server_name: localhost}}
+appservice: {{id: bench, address: 'http://127.0.0.1:{port}', as_token: {AS_TOKEN}, hs_token: {HS_TOKEN}}}
+listen: 127.0.0.1:{port}
+database: {{url: '{db}'}}
+redis: {{url: '{redis}', key_prefix: 'cs-bench-{os.getpid()}-{name}:'}}
+auth:
+  origin: http://127.0.0.1:{port}
+  rate_limits:
+    challenge_per_ip: {{max: 0, window_secs: 60}}
+    challenge_per_key: {{max: 0, window_secs: 60}}
+    login_per_ip: {{max: 0, window_secs: 60}}
+log: {{level: warn}}
+""")
+        return path, port
+
+    def daemon(self, config, port):
+        server = Server([self.a.chatsender, "-c", config, "serve"], log_path=config + ".log")
+        wait_http(f"http://127.0.0.1:{port}/ready", ok=lambda s: s == 200)
+        return server
+
+    def keys(self, config, n, name):
+        out = f"{self.work}/{name}-keys"
+        done = subprocess.run([self.a.chatsender, "-c", config, "keygen", "generate", str(n), "--out", out, "--json"],
+                              capture_output=True, text=True, check=True)
+        path = f"{out}.json"
+        with open(path, "w") as f:
+            f.write(done.stdout)
+        return path
+
+    # --- figures ----------------------------------------------------------------------
+    def ingest(self, label, url, pid, members, concurrency=1, drain=False):
+        figures = self.load("ingest", "--url", url, "--hs-token", HS_TOKEN, "--seconds", str(self.a.seconds),
+                            "--concurrency", str(concurrency), "--members", str(members), "--pid", str(pid),
+                            *(["--drain"] if drain else []))
+        self.results[f"ingest {label} c={concurrency}"] = figures
+        log(f"ingest {label} c={concurrency}: {figures['events_per_sec']:,.0f} events/s, "
+            f"{figures['cpu_us_per_event'] or 0:.1f} µs CPU/event")
+
+    def run_ingest(self):
+        # The bare baseline and the peers.
+        port = free_port()
+        base = Server([self.a.load, "baseline", "--listen", f"127.0.0.1:{port}", "--hs-token", HS_TOKEN])
+        wait_port(port)
+        self.ingest("baseline (bare axum)", f"http://127.0.0.1:{port}", base.pid, 0)
+        base.stop()
+        for peer, argv in [("matrix-appservice-bridge", ["node", f"{self.a.peers}/bridge/server.mjs"]),
+                           ("mautrix-python", [self.a.mautrix_python, f"{self.a.peers}/mautrix/server.py"])]:
+            port = free_port()
+            server = Server(argv + ["--port", str(port), "--hs-token", HS_TOKEN, "--as-token", AS_TOKEN,
+                                    "--homeserver", "http://127.0.0.1:9"])
+            wait_port(port)
+            self.ingest(peer, f"http://127.0.0.1:{port}", server.pid, 0)
+            out = server.stop()
+            self.results[f"ingest {peer} c=1"]["peer_counted"] = out.strip()
+        # ChatSender.
+        for backend, members, label in [("sqlite", 2, "ChatSender SQLite, members"),
+                                        ("sqlite", 0, "ChatSender SQLite, no members"),
+                                        ("mariadb", 2, "ChatSender MariaDB+Redis, members")]:
+            for c in (1, 8):
+                config, port = self.config(f"ingest-{backend}-{members}-{c}", backend)
+                server = self.daemon(config, port)
+                self.ingest(label, f"http://127.0.0.1:{port}", server.pid, members, concurrency=c, drain=True)
+                server.stop()
+
+    def run_fanout(self):
+        for backend in ("sqlite", "mariadb"):
+            for k in self.a.fanout:
+                name = f"fanout-{backend}-{k}"
+                config, port = self.config(name, backend)
+                keys = self.keys(config, k, name)
+                server = self.daemon(config, port)
+                figures = self.load("fanout", "--url", f"http://127.0.0.1:{port}", "--hs-token", HS_TOKEN,
+                                    "--keys", keys, "--pid", str(server.pid))
+                server.stop()
+                self.results[f"fanout {backend} K={k}"] = figures
+                log(f"fanout {backend} K={k}: all in {figures['all_ms']:.1f} ms (p99 {figures['p99_ms']:.1f}), "
+                    f"RSS {figures['rss_mb']:.0f} MB")
+
+    def run_logins(self):
+        for backend in ("sqlite", "mariadb"):
+            name = f"login-{backend}"
+            config, port = self.config(name, backend)
+            keys = self.keys(config, 64, name)
+            server = self.daemon(config, port)
+            for c in (1, 8, 32):
+                figures = self.load("login", "--url", f"http://127.0.0.1:{port}", "--keys", keys,
+                                    "--clients", str(c), "--seconds", str(self.a.seconds / 2), "--pid", str(server.pid))
+                self.results[f"logins {backend} c={c}"] = figures
+                log(f"logins {backend} c={c}: {figures['logins_per_sec']:,.0f}/s, {figures['cpu_ms_per_login']:.2f} ms CPU each")
+            server.stop()
+
+    def run_idle(self):
+        for backend in ("sqlite", "mariadb"):
+            config, port = self.config(f"idle-{backend}", backend)
+            start = time.monotonic()
+            server = self.daemon(config, port)
+            ready = time.monotonic() - start
+            time.sleep(2)
+            with open(f"/proc/{server.pid}/status") as f:
+                rss = next(int(l.split()[1]) for l in f if l.startswith("VmRSS:")) / 1024
+            server.stop()
+            self.results[f"idle {backend}"] = {"ready_ms": ready * 1000, "rss_mb": rss}
+            log(f"idle {backend}: ready in {ready * 1000:.0f} ms, RSS {rss:.1f} MB")
+
+    def run_latency(self):
+        synapse_port, bare_port = free_port(), free_port()
+        config, port = self.config("latency", "sqlite", homeserver=f"http://127.0.0.1:{synapse_port}")
+        subprocess.run([self.a.chatsender, "-c", config, "registration", "-o", f"{self.work}/latency-reg.yaml"],
+                       check=True, capture_output=True)
+        with open(f"{self.work}/bare-reg.yaml", "w") as f:
+            f.write(f"""id: bare
+url: http://127.0.0.1:{bare_port}
+as_token: bare-as-token
+hs_token: bare-hs-token
+sender_localpart: bare_bot
+rate_limited: false
+namespaces:
+  users: [{{exclusive: true, regex: '@bare_.*'}}]
+""")
+        synapse_dir = f"{self.work}/synapse"
+        os.makedirs(synapse_dir)
+        subprocess.run([self.a.synapse_python, self.a.dev_synapse, "start", "--dir", synapse_dir,
+                        "--port", str(synapse_port), "--registration", f"{self.work}/latency-reg.yaml",
+                        "--registration", f"{self.work}/bare-reg.yaml"], check=True, stdout=subprocess.DEVNULL)
+        try:
+            keys = self.keys(config, 1, "latency")
+            server = self.daemon(config, port)
+            figures = self.load("latency", "--url", f"http://127.0.0.1:{port}", "--homeserver",
+                                f"http://127.0.0.1:{synapse_port}", "--listen", f"127.0.0.1:{bare_port}",
+                                "--bare-as-token", "bare-as-token", "--bare-hs-token", "bare-hs-token",
+                                "--sender", "@bare_sender:localhost", "--keys", keys)
+            server.stop()
+            self.results["latency sqlite"] = figures
+            log(f"latency: Synapse send → push p50 {figures['push_p50_ms']:.1f} ms; added by ChatSender "
+                f"p50 {figures['added_p50_ms']:.2f} ms, p99 {figures['added_p99_ms']:.2f} ms")
+        finally:
+            subprocess.run([self.a.synapse_python, self.a.dev_synapse, "stop", "--dir", synapse_dir])
+
+    def cleanup(self):
+        if self.homeserver:
+            self.homeserver.stop()
+        for args, name in getattr(self, "dropped", []):
+            subprocess.run(args + ["-e", f"DROP DATABASE IF EXISTS `{name}`"])
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+def table(results):
+    r = results
+    def get(key, field):
+        return (r.get(key) or {}).get(field)
+    base = get("ingest baseline (bare axum) c=1", "events_per_sec")
+    rows = []
+    def row(what, value, unit, goal, ratio=""):
+        rows.append((what, "—" if value is None else f"{value:,.1f} {unit}".strip(), goal, ratio))
+    for key, figures in r.items():
+        if key.startswith("ingest"):
+            eps = figures["events_per_sec"]
+            ratio = f"{eps / base:.1%} of bare" if base else ""
+            goal = ""
+            if "SQLite, members c=1" in key:
+                goal = "≥ 40% of bare, above every peer"
+            elif "MariaDB" in key and key.endswith("c=1"):
+                goal = "≥ 50,000 events/s"
+            row(key, eps, "events/s", goal, ratio)
+            cpu = figures.get("cpu_us_per_event")
+            if cpu is not None:
+                row("  CPU per event", cpu, "µs", "")
+        elif key.startswith("fanout"):
+            row(f"{key}: all delivered", figures["all_ms"], "ms", "K=10,000: < 250 ms" if "10000" in key else "")
+            row(f"{key}: RSS", figures["rss_mb"], "MB", "K=10,000: < 200 MB" if "10000" in key else "")
+        elif key.startswith("logins"):
+            goal = "≥ 2,000/s" if "sqlite" in key else "≥ 3,000/s"
+            row(key, figures["logins_per_sec"], "/s", goal)
+        elif key.startswith("latency"):
+            row("Synapse send → push p50 (Synapse's own)", figures["push_p50_ms"], "ms", "")
+            row("added latency push → live stream p50", figures["added_p50_ms"], "ms", "≤ 1 ms")
+        elif key.startswith("idle"):
+            row(f"{key}: start to ready", figures["ready_ms"], "ms", "< 100 ms")
+            row(f"{key}: RSS", figures["rss_mb"], "MB", "< 12 MB")
+    peers = {k: v["events_per_sec"] for k, v in r.items() if k.startswith("ingest") and "ChatSender" not in k and "baseline" not in k}
+    width = max(len(x[0]) for x in rows) + 2
+    print()
+    print(f"{'figure':{width}} {'value':>22}  {'goal':32} ratio")
+    for what, value, goal, ratio in rows:
+        print(f"{what:{width}} {value:>22}  {goal:32} {ratio}")
+    ours = get("ingest ChatSender SQLite, members c=1", "events_per_sec")
+    if ours and peers:
+        print()
+        for peer, eps in peers.items():
+            print(f"ChatSender SQLite (members) / {peer}: {ours / eps:.2f}×")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--chatsender", required=True)
+    parser.add_argument("--load", required=True)
+    parser.add_argument("--peers", required=True)
+    parser.add_argument("--mautrix-python", required=True)
+    parser.add_argument("--synapse-python", required=True)
+    parser.add_argument("--dev-synapse", required=True)
+    parser.add_argument("--mysql-url", required=True)
+    parser.add_argument("--redis-url", required=True)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--fanout", type=int, nargs="*", default=[100, 1000, 10000])
+    parser.add_argument("--only", nargs="*", default=["ingest", "fanout", "logins", "latency", "idle"])
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    bench = Bench(args)
+    try:
+        bench.start_homeserver()
+        for part in args.only:
+            log(f"bench: {part}")
+            getattr(bench, f"run_{part}")()
+    finally:
+        bench.cleanup()
+        table(bench.results)
+        if args.out:
+            with open(args.out, "w") as f:
+                json.dump({"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "results": bench.results}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
