@@ -38,7 +38,7 @@ impl Chat {
                 user_id: user.to_owned(),
                 dedup_key: format!("read:{room}:{user}:{event_id}"),
                 kind: StreamKind::Read,
-                payload,
+                payload: payload.into(),
             };
             self.live.deliver(&[delivery]).await?;
         }

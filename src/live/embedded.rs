@@ -42,7 +42,7 @@ fn event(user_id: &UserId, entry: StreamEntry) -> Option<LiveEvent> {
         user_id: user_id.to_owned(),
         id: entry.id.to_string(),
         kind,
-        payload: entry.payload,
+        payload: entry.payload.into(),
     })
 }
 
@@ -55,7 +55,7 @@ impl StreamLog for DatabaseLog {
                 user_id: d.user_id.clone(),
                 dedup_key: d.dedup_key.clone(),
                 kind: d.kind.as_str().to_owned(),
-                payload: d.payload.clone(),
+                payload: d.payload.to_string(),
             })
             .collect();
         let ids = self.streams.append(&entries).await?;

@@ -84,7 +84,7 @@ pub struct Delivery {
     pub dedup_key: String,
     pub kind: StreamKind,
     /// JSON.
-    pub payload: String,
+    pub payload: Arc<str>,
 }
 
 /// One event of a user's stream.
@@ -95,7 +95,7 @@ pub struct LiveEvent {
     pub id: String,
     pub kind: StreamKind,
     /// JSON.
-    pub payload: String,
+    pub payload: Arc<str>,
 }
 
 /// What a reconnecting client missed.

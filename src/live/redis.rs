@@ -100,7 +100,7 @@ impl StreamLog for RedisLog {
                     .arg(self.stream(&d.user_id))
                     .arg(RETAINED_PER_USER)
                     .arg(d.kind.as_str())
-                    .arg(&d.payload)
+                    .arg(&*d.payload)
                     .arg(self.channel())
                     .arg(d.user_id.as_str())
                     .ignore();
@@ -163,7 +163,7 @@ impl StreamLog for RedisLog {
                 Some(LiveEvent {
                     user_id: user_id.to_owned(),
                     kind,
-                    payload: field("payload"),
+                    payload: field("payload").into(),
                     id,
                 })
             })
@@ -233,7 +233,7 @@ async fn relay(
                     user_id: wire.user_id,
                     id: wire.id,
                     kind,
-                    payload: wire.payload,
+                    payload: wire.payload.into(),
                 });
             }
         }

@@ -136,7 +136,7 @@ mod tests {
             user_id: user.to_owned(),
             dedup_key: key.to_owned(),
             kind: StreamKind::Message,
-            payload: format!(r#"{{"key":"{key}"}}"#),
+            payload: format!(r#"{{"key":"{key}"}}"#).into(),
         }
     }
 

@@ -186,7 +186,7 @@ async fn an_event_fed_again_after_a_crash_reaches_each_stream_once(backends: Bac
         user_id: user.clone(),
         dedup_key: key.to_owned(),
         kind: StreamKind::Message,
-        payload: json!({"event_id": key}).to_string(),
+        payload: json!({"event_id": key}).to_string().into(),
     };
     let live = &s.daemon().live;
     let mut stream = alice.events().await;

@@ -49,7 +49,7 @@ pub enum FeedError {
 }
 
 /// Events read from the log per round.
-const BATCH: u32 = 200;
+const BATCH: u32 = 1000;
 /// The cache key of the feeder's lease, and how long a lease lasts unrenewed: one
 /// feeder at a time across daemons, so events are applied in order.
 const LEASE_KEY: &str = "ingest-lease";

@@ -35,7 +35,7 @@ pub(super) fn deliveries(
     kind: StreamKind,
     payload: &impl serde::Serialize,
 ) -> Result<Vec<Delivery>, FeedError> {
-    let payload = serde_json::to_string(payload)?;
+    let payload: std::sync::Arc<str> = serde_json::to_string(payload)?.into();
     Ok(to
         .into_iter()
         .map(|user_id| Delivery {
