@@ -1,6 +1,8 @@
 //! The event log: transactions pushed by the homeserver, their room events, which of
 //! those the feed has handled, and the messages sent through the API.
 
+use std::collections::HashSet;
+
 use async_trait::async_trait;
 use ruma::serde::Raw;
 use ruma::{EventId, OwnedEventId, RoomId, UserId};
@@ -174,17 +176,44 @@ where
     }
 
     async fn mark_fed(&self, fed: &[&EventId], messages: &[&EventId]) -> Result<(), StoreError> {
-        for (column, event_ids) in [("ingested", fed), ("is_message", messages)] {
-            for chunk in event_ids.chunks(CHUNK) {
-                let mut query = QueryBuilder::<DB>::new(format!(
-                    "UPDATE room_events SET {column} = 1 WHERE event_id IN ("
-                ));
+        // One statement per chunk: each row is written once, with both flags.
+        let is_message: HashSet<&str> = messages.iter().map(|m| m.as_str()).collect();
+        let is_fed: HashSet<&str> = fed.iter().map(|m| m.as_str()).collect();
+        for chunk in fed.chunks(CHUNK) {
+            let mut query = QueryBuilder::<DB>::new("UPDATE room_events SET ingested = 1");
+            let these: Vec<&&EventId> = chunk
+                .iter()
+                .filter(|m| is_message.contains(m.as_str()))
+                .collect();
+            if !these.is_empty() {
+                query.push(", is_message = CASE WHEN event_id IN (");
                 let mut ids = query.separated(", ");
-                for id in chunk {
+                for id in &these {
                     ids.push_bind(id.as_str());
                 }
-                query.push(")").build().execute(&self.pool).await?;
+                query.push(") THEN 1 ELSE is_message END");
             }
+            query.push(" WHERE event_id IN (");
+            let mut ids = query.separated(", ");
+            for id in chunk {
+                ids.push_bind(id.as_str());
+            }
+            query.push(")").build().execute(&self.pool).await?;
+        }
+        // Messages named but not fed now (the trait allows it) are marked alone.
+        let rest: Vec<&&EventId> = messages
+            .iter()
+            .filter(|m| !is_fed.contains(m.as_str()))
+            .collect();
+        for chunk in rest.chunks(CHUNK) {
+            let mut query = QueryBuilder::<DB>::new(
+                "UPDATE room_events SET is_message = 1 WHERE event_id IN (",
+            );
+            let mut ids = query.separated(", ");
+            for id in chunk {
+                ids.push_bind(id.as_str());
+            }
+            query.push(")").build().execute(&self.pool).await?;
         }
         Ok(())
     }

@@ -48,16 +48,23 @@ pub(super) fn deliveries(
 }
 
 impl Ingest {
-    /// Writes a round's last messages and deliveries: all deliveries at once, or, if
-    /// that fails, event by event, so an event that keeps failing is found and, in
-    /// time, skipped; `round.applied` ends before the first event not delivered.
+    /// Writes a round's deliveries, then its last messages (the streams first: they
+    /// are what people wait for). Deliveries go all at once, or, if that fails, event
+    /// by event, so an event that keeps failing is found and, in time, skipped. On a
+    /// failure `round.applied` is emptied: the round is fed again, and feeding again
+    /// delivers nothing twice.
     pub(super) async fn flush(&self, round: &mut Round<'_>) -> Result<(), FeedError> {
+        self.flush_deliveries(round).await?;
         for (room, event_id) in &round.last_messages {
             if let Err(error) = self.rooms.set_last_message(room, event_id).await {
                 round.applied.clear();
                 return Err(error.into());
             }
         }
+        Ok(())
+    }
+
+    async fn flush_deliveries(&self, round: &mut Round<'_>) -> Result<(), FeedError> {
         let all: Vec<Delivery> = round
             .deliveries
             .iter()
@@ -72,10 +79,7 @@ impl Ingest {
                     self.skip(event_id, &FeedError::from(error));
                     continue;
                 }
-                let failed = round.applied.iter().position(|e| e == event_id);
-                round
-                    .applied
-                    .truncate(failed.unwrap_or(round.applied.len()));
+                round.applied.clear();
                 return Err(error.into());
             }
         }
