@@ -22,6 +22,23 @@ pub struct DatabaseLog {
 }
 
 impl DatabaseLog {
+    /// The user's entries after id `after`, oldest first.
+    async fn entries_from(
+        &self,
+        user_id: &UserId,
+        after: i64,
+    ) -> Result<Vec<LiveEvent>, LiveError> {
+        let mut events = Vec::new();
+        let mut from = after;
+        loop {
+            let page = self.streams.entries_after(user_id, from, PAGE).await?;
+            let Some(last) = page.last() else { break };
+            from = last.id;
+            events.extend(page.into_iter().filter_map(|e| event(user_id, e)));
+        }
+        Ok(events)
+    }
+
     /// A log over the database's user streams.
     pub fn new(streams: Arc<dyn UserStreams>) -> Self {
         Self { streams }
@@ -83,15 +100,11 @@ impl StreamLog for DatabaseLog {
             Some(oldest) if after >= oldest => {}
             _ => return Ok(Replay::Reset),
         }
-        let mut events = Vec::new();
-        let mut from = after;
-        loop {
-            let page = self.streams.entries_after(user_id, from, PAGE).await?;
-            let Some(last) = page.last() else { break };
-            from = last.id;
-            events.extend(page.into_iter().filter_map(|e| event(user_id, e)));
-        }
-        Ok(Replay::Events(events))
+        Ok(Replay::Events(self.entries_from(user_id, after).await?))
+    }
+
+    async fn replay_all(&self, user_id: &UserId) -> Result<Vec<LiveEvent>, LiveError> {
+        self.entries_from(user_id, 0).await
     }
 
     async fn latest(&self, user_id: &UserId) -> Result<Option<String>, LiveError> {

@@ -126,6 +126,9 @@ pub trait StreamLog: Send + Sync + 'static {
     /// What `user_id` missed after `cursor` (an id it received).
     async fn replay(&self, user_id: &UserId, cursor: &str) -> Result<Replay, LiveError>;
 
+    /// Every entry kept for the user, oldest first.
+    async fn replay_all(&self, user_id: &UserId) -> Result<Vec<LiveEvent>, LiveError>;
+
     /// The id of the user's newest entry, if any.
     async fn latest(&self, user_id: &UserId) -> Result<Option<String>, LiveError>;
 

@@ -139,36 +139,13 @@ impl StreamLog for RedisLog {
             Some(oldest) if after >= oldest => {}
             _ => return Ok(Replay::Reset),
         }
-        let range: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
-            .arg(&stream)
-            .arg(format!("({cursor}"))
-            .arg("+")
-            .query_async(&mut conn)
-            .await?;
-        let events = range
-            .into_iter()
-            .filter_map(|(id, fields)| {
-                let field = |name: &str| {
-                    fields
-                        .chunks(2)
-                        .find(|kv| kv[0] == name)
-                        .and_then(|kv| kv.get(1))
-                        .cloned()
-                        .unwrap_or_default()
-                };
-                let Some(kind) = StreamKind::parse(&field("kind")) else {
-                    tracing::warn!(id, "skipping a stream entry of an unknown kind");
-                    return None;
-                };
-                Some(LiveEvent {
-                    user_id: user_id.to_owned(),
-                    kind,
-                    payload: field("payload").into(),
-                    id,
-                })
-            })
-            .collect();
-        Ok(Replay::Events(events))
+        Ok(Replay::Events(
+            self.range(user_id, &format!("({cursor}")).await?,
+        ))
+    }
+
+    async fn replay_all(&self, user_id: &UserId) -> Result<Vec<LiveEvent>, LiveError> {
+        self.range(user_id, "-").await
     }
 
     async fn latest(&self, user_id: &UserId) -> Result<Option<String>, LiveError> {
@@ -256,5 +233,43 @@ async fn relay(
                 Err(error) => tracing::warn!(%error, "Redis live channel unavailable"),
             }
         }
+    }
+}
+
+impl RedisLog {
+    /// The user's entries from `start` (an XRANGE bound) on.
+    async fn range(&self, user_id: &UserId, start: &str) -> Result<Vec<LiveEvent>, LiveError> {
+        let mut conn = self.conn.clone();
+        let stream = self.stream(user_id);
+        let range: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
+            .arg(&stream)
+            .arg(start)
+            .arg("+")
+            .query_async(&mut conn)
+            .await?;
+        let events = range
+            .into_iter()
+            .filter_map(|(id, fields)| {
+                let field = |name: &str| {
+                    fields
+                        .chunks(2)
+                        .find(|kv| kv[0] == name)
+                        .and_then(|kv| kv.get(1))
+                        .cloned()
+                        .unwrap_or_default()
+                };
+                let Some(kind) = StreamKind::parse(&field("kind")) else {
+                    tracing::warn!(id, "skipping a stream entry of an unknown kind");
+                    return None;
+                };
+                Some(LiveEvent {
+                    user_id: user_id.to_owned(),
+                    kind,
+                    payload: field("payload").into(),
+                    id,
+                })
+            })
+            .collect();
+        Ok(events)
     }
 }

@@ -41,11 +41,18 @@ impl Live {
         session: Box<dyn SessionCheck>,
         stop: CancellationToken,
     ) -> Result<impl Stream<Item = LiveItem> + Send + use<>, LiveError> {
-        // Subscribe before replaying, so nothing falls between the two.
+        // Without a cursor the stream starts where the user's stream is now, as if the
+        // client had sent that id: read before subscribing and replayed after, so
+        // nothing falls between, and a stream flooded before its first event catches
+        // up from there.
+        let cursor = match cursor {
+            Some(cursor) => Some(cursor),
+            None => self.log.latest(&user_id).await?,
+        };
         let mut live = self.hub.subscribe(&user_id);
         let replay = match &cursor {
             Some(cursor) => self.log.replay(&user_id, cursor).await?,
-            None => Replay::Events(Vec::new()),
+            None => Replay::Events(self.log.replay_all(&user_id).await?),
         };
         let log = self.log.clone();
         Ok(async_stream::stream! {
@@ -96,11 +103,15 @@ impl Live {
     }
 }
 
-/// What the user missed after `last`; a reset when there is no `last`.
+/// What the user missed after `last`; everything kept when the user's stream was
+/// empty when this one opened and nothing was sent since.
 async fn catch_up(log: &dyn StreamLog, user_id: &ruma::UserId, last: Option<&str>) -> Replay {
     match last {
         Some(last) => log.replay(user_id, last).await.unwrap_or(Replay::Reset),
-        None => Replay::Reset,
+        None => match log.replay_all(user_id).await {
+            Ok(events) => Replay::Events(events),
+            Err(_) => Replay::Reset,
+        },
     }
 }
 
@@ -231,6 +242,40 @@ mod tests {
         }
         let expected: Vec<String> = (2..=601).map(|id: i64| id.to_string()).collect();
         assert_eq!(ids(&got), expected, "every entry once, in order");
+    }
+
+    #[tokio::test]
+    async fn a_new_stream_flooded_before_its_first_read_gets_everything_not_a_reset() {
+        for earlier in [0, 1] {
+            let (_, live) = live();
+            let alice = user(1);
+            for i in 0..earlier {
+                live.deliver(&[to(&alice, &format!("old{i}"))])
+                    .await
+                    .expect("deliver");
+            }
+            let mut stream = open(&live, &alice, None).await;
+            let keys: Vec<String> = (0..600).map(|i| format!("k{i}")).collect();
+            for key in &keys {
+                live.deliver(&[to(&alice, key)]).await.expect("deliver");
+            }
+            let mut got = Vec::new();
+            while got.len() < keys.len() {
+                let next = tokio::time::timeout(Duration::from_secs(10), stream.next());
+                let item = next
+                    .await
+                    .expect("an item within 10 s, not a reset and silence");
+                got.push(item.expect("an item"));
+            }
+            let expected: Vec<String> = (earlier + 1..=earlier + 600)
+                .map(|id: i64| id.to_string())
+                .collect();
+            assert_eq!(
+                ids(&got),
+                expected,
+                "what came after the stream opened, once, in order"
+            );
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

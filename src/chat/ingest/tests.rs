@@ -81,6 +81,9 @@ impl StreamLog for GatedLog {
     async fn replay(&self, user_id: &UserId, cursor: &str) -> Result<Replay, LiveError> {
         self.inner.replay(user_id, cursor).await
     }
+    async fn replay_all(&self, user_id: &UserId) -> Result<Vec<LiveEvent>, LiveError> {
+        self.inner.replay_all(user_id).await
+    }
     async fn latest(&self, user_id: &UserId) -> Result<Option<String>, LiveError> {
         self.inner.latest(user_id).await
     }
