@@ -48,20 +48,19 @@ pub(super) fn deliveries(
 }
 
 impl Ingest {
-    /// Writes a round's deliveries, then its last messages (the streams first: they
-    /// are what people wait for). Deliveries go all at once, or, if that fails, event
+    /// Writes a round's last messages, then its deliveries (a client that has an event
+    /// finds it in `/rooms` too). Deliveries go all at once, or, if that fails, event
     /// by event, so an event that keeps failing is found and, in time, skipped. On a
     /// failure `round.applied` is emptied: the round is fed again, and feeding again
     /// delivers nothing twice.
     pub(super) async fn flush(&self, round: &mut Round<'_>) -> Result<(), FeedError> {
-        self.flush_deliveries(round).await?;
         for (room, event_id) in &round.last_messages {
             if let Err(error) = self.rooms.set_last_message(room, event_id).await {
                 round.applied.clear();
                 return Err(error.into());
             }
         }
-        Ok(())
+        self.flush_deliveries(round).await
     }
 
     async fn flush_deliveries(&self, round: &mut Round<'_>) -> Result<(), FeedError> {
