@@ -69,7 +69,10 @@ def wait_port(port, timeout=60):
 class Server:
     """A process on core 0, stopped with SIGTERM."""
 
+    started = []
+
     def __init__(self, argv, env=None, log_path=None):
+        Server.started.append(self)
         self.log = open(log_path or os.devnull, "w")
         self.proc = subprocess.Popen(pinned(0, argv), env={**os.environ, **(env or {})},
                                      stdout=subprocess.PIPE, stderr=self.log, text=True)
@@ -273,10 +276,26 @@ namespaces:
             subprocess.run([self.a.synapse_python, self.a.dev_synapse, "stop", "--dir", synapse_dir])
 
     def cleanup(self):
-        if self.homeserver:
-            self.homeserver.stop()
+        # The stand-in homeserver, and servers a failed figure left running.
+        for server in Server.started:
+            if server.proc.poll() is None:
+                server.stop()
         for args, name in getattr(self, "dropped", []):
             subprocess.run(args + ["-e", f"DROP DATABASE IF EXISTS `{name}`"])
+        # This run's Redis keys (stream entries, dedup keys, sessions): millions after
+        # the fan-out, so they go in batches.
+        from urllib.parse import urlsplit
+        p = urlsplit(self.a.redis_url)
+        cli = ["redis-cli", "-h", p.hostname or "127.0.0.1", "-p", str(p.port or 6379),
+               "-n", (p.path or "/0").lstrip("/") or "0"]
+        if shutil.which("redis-cli"):
+            keys = subprocess.Popen(cli + ["--scan", "--pattern", f"cs-bench-{os.getpid()}-*"],
+                                    stdout=subprocess.PIPE)
+            subprocess.run(["xargs", "-r", "-n", "5000"] + cli + ["unlink"], stdin=keys.stdout,
+                           stdout=subprocess.DEVNULL)
+            keys.wait()
+        else:
+            log(f"redis-cli is missing: the keys cs-bench-{os.getpid()}-* stay in Redis")
         shutil.rmtree(self.work, ignore_errors=True)
 
 
