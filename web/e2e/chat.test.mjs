@@ -338,6 +338,7 @@ test("the keyboard moves between conversations and the filter narrows the list",
   await alice.getByRole("heading", { name: "Book club", level: 1 }).waitFor();
   await alice.keyboard.press("Control+k");
   await alice.keyboard.type("book");
+  assert.equal(await alice.getByLabel("Filter conversations").inputValue(), "book", "Ctrl+K put the typing in the filter");
   const list = alice.getByRole("navigation", { name: "Conversations" });
   await waitUntil("the filter leaves one conversation", async () => (await list.locator("li button[data-room]").count()) === 1);
   await alice.keyboard.press("Escape");

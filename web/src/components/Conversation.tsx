@@ -1,7 +1,7 @@
 // The open conversation: its header, messages, who is typing, and the composer.
 
 import { useSignal } from "@preact/signals";
-import { useEffect, useRef } from "preact/hooks";
+import { useLayoutEffect, useRef } from "preact/hooks";
 
 import { nameOf } from "../lib/format";
 import { me, openRoom, outgoing, rooms, send, setTyping, typing } from "../lib/state";
@@ -13,7 +13,9 @@ import { Avatar, IconButton } from "./ui";
 function Composer({ room }: { room: string }) {
   const text = useSignal("");
   const area = useRef<HTMLTextAreaElement>(null);
-  useEffect(() => {
+  // A layout effect runs in the same commit that shows the room, so a shortcut pressed
+  // right after (Ctrl+K) is never undone by this focus arriving late.
+  useLayoutEffect(() => {
     text.value = "";
     // Ready to type on a desktop; on a phone the keyboard would cover the messages.
     if (window.matchMedia("(pointer: fine)").matches) area.current?.focus();
