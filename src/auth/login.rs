@@ -49,6 +49,21 @@ fn corrupt(what: &'static str, reason: impl std::fmt::Display) -> AuthError {
     }
 }
 
+fn audit_entry(
+    event: AuditEvent,
+    key: Option<&KeyRecord>,
+    ip: IpAddr,
+    detail: Option<String>,
+) -> AuditEntry {
+    AuditEntry {
+        event,
+        key_id: key.map(|k| k.key_id.clone()),
+        user_id: key.map(|k| k.user_id.to_string()),
+        ip: Some(ip.to_string()),
+        detail,
+    }
+}
+
 /// Why a signed challenge proves no key, with the key when known.
 type Refusal = (Option<KeyRecord>, &'static str);
 
@@ -76,15 +91,10 @@ impl Auth {
         ip: IpAddr,
         detail: Option<String>,
     ) {
-        let entry = AuditEntry {
-            event,
-            key_id: key.map(|k| k.key_id.clone()),
-            user_id: key.map(|k| k.user_id.to_string()),
-            ip: Some(ip.to_string()),
-            detail,
-        };
-        // The audit log must not turn a login into an error, but its loss is logged.
-        if let Err(error) = self.audit.audit(&entry).await {
+        let entry = audit_entry(event, key, ip, detail);
+        // The audit log must not turn a failed login into an error, but its loss is
+        // logged.
+        if let Err(error) = self.journal.write(entry, None).await {
             tracing::error!(%error, event = event.as_str(), "could not write the audit log");
         }
     }
@@ -181,9 +191,11 @@ impl Auth {
                 .await;
             return Err(AuthError::Forbidden);
         }
-        self.keys.record_login(&key.key_id, now).await?;
-        self.audit(AuditEvent::LoginSuccess, Some(&key), ip, None)
-            .await;
+        let entry = audit_entry(AuditEvent::LoginSuccess, Some(&key), ip, None);
+        // The key's last login and the audit entry, committed with other logins'.
+        self.journal
+            .write(entry, Some((key.key_id.clone(), now)))
+            .await?;
         Ok(NewSession {
             access_token,
             user_id: key.user_id,
@@ -281,9 +293,6 @@ mod tests {
         }
         async fn revoke_key(&self, key_id: &str, at: i64) -> Result<bool, StoreError> {
             self.store.revoke_key(key_id, at).await
-        }
-        async fn record_login(&self, key_id: &str, at: i64) -> Result<(), StoreError> {
-            self.store.record_login(key_id, at).await
         }
     }
 

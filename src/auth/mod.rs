@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod challenge;
+mod journal;
 mod login;
 pub mod sessions;
 
@@ -83,7 +84,7 @@ pub fn token_hash(token: &str) -> [u8; 32] {
 #[derive(Clone)]
 pub struct Auth {
     keys: Arc<dyn KeyStore>,
-    audit: Arc<dyn AuditLog>,
+    journal: journal::Journal,
     cache: Arc<dyn Cache>,
     sessions: Arc<dyn Sessions>,
     puppets: Puppets,
@@ -91,7 +92,8 @@ pub struct Auth {
 }
 
 impl Auth {
-    /// The login service over the daemon's state.
+    /// The login service over the daemon's state (starts its audit writer: call it
+    /// on the runtime).
     pub fn new(
         keys: Arc<dyn KeyStore>,
         audit: Arc<dyn AuditLog>,
@@ -102,7 +104,7 @@ impl Auth {
     ) -> Self {
         Self {
             keys,
-            audit,
+            journal: journal::Journal::start(audit),
             cache,
             sessions,
             puppets,

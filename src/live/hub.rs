@@ -11,7 +11,7 @@ use tokio::sync::broadcast;
 use super::LiveEvent;
 
 /// Events one slow stream may fall behind before it catches up from the log.
-const CAPACITY: usize = 256;
+const CAPACITY: usize = 32;
 
 /// What an open stream is told.
 #[derive(Debug, Clone)]

@@ -1,9 +1,9 @@
 //! The audit log: logins, failures, key creation and revocation. Never tokens or nonces.
 
 use async_trait::async_trait;
-use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Type};
+use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, QueryBuilder, Type};
 
-use super::sql::{self, Dialect, SqlStore};
+use super::sql::{self, CHUNK, Dialect, SqlStore};
 use super::{AuditEntry, AuditEvent, StoreError};
 use crate::time::now_ms;
 
@@ -11,7 +11,17 @@ use crate::time::now_ms;
 #[async_trait]
 pub trait AuditLog: Send + Sync + 'static {
     /// Appends an entry.
-    async fn audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
+    async fn audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        self.append(std::slice::from_ref(entry), &[]).await
+    }
+
+    /// Appends entries and records logins (a key's id, when it signed in) in one
+    /// transaction.
+    async fn append(
+        &self,
+        entries: &[AuditEntry],
+        logins: &[(String, i64)],
+    ) -> Result<(), StoreError>;
 
     /// The newest `limit` entries, newest first.
     async fn audit_log(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;
@@ -57,19 +67,35 @@ where
     for<'r> &'r str: ColumnIndex<DB::Row>,
     usize: ColumnIndex<DB::Row>,
 {
-    async fn audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO audit_log (at, event, key_id, user_id, ip, detail) \
-             VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(now_ms())
-        .bind(entry.event.as_str())
-        .bind(entry.key_id.as_deref())
-        .bind(entry.user_id.as_deref())
-        .bind(entry.ip.as_deref())
-        .bind(entry.detail.as_deref())
-        .execute(&self.pool)
-        .await?;
+    async fn append(
+        &self,
+        entries: &[AuditEntry],
+        logins: &[(String, i64)],
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        for (key_id, at) in logins {
+            sqlx::query("UPDATE login_keys SET last_login_at = ? WHERE key_id = ?")
+                .bind(*at)
+                .bind(key_id.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        for chunk in entries.chunks(CHUNK) {
+            let mut query = QueryBuilder::<DB>::new(
+                "INSERT INTO audit_log (at, event, key_id, user_id, ip, detail) ",
+            );
+            query.push_values(chunk, |mut row, entry| {
+                row.push_bind(now)
+                    .push_bind(entry.event.as_str())
+                    .push_bind(entry.key_id.as_deref())
+                    .push_bind(entry.user_id.as_deref())
+                    .push_bind(entry.ip.as_deref())
+                    .push_bind(entry.detail.as_deref());
+            });
+            query.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 

@@ -1,7 +1,7 @@
 //! The event log: transactions pushed by the homeserver, their room events, which of
 //! those the feed has handled, and the messages sent through the API.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use async_trait::async_trait;
 use ruma::serde::Raw;
@@ -30,11 +30,15 @@ pub trait EventLog: Send + Sync + 'static {
     /// One recorded event.
     async fn event(&self, event_id: &EventId) -> Result<Option<EventRecord>, StoreError>;
 
-    /// Recorded events the feed has not handled yet, oldest first.
-    async fn pending_events(&self, limit: u32) -> Result<Vec<EventRecord>, StoreError>;
+    /// The places in the log of recorded events the feed has not handled yet, oldest
+    /// first.
+    async fn pending(&self, limit: u32) -> Result<Vec<i64>, StoreError>;
 
-    /// Marks events as handled by the feed, and which of them are messages.
-    async fn mark_fed(&self, fed: &[&EventId], messages: &[&EventId]) -> Result<(), StoreError>;
+    /// The events at these places in the log, in log order.
+    async fn events_at(&self, seqs: &[i64]) -> Result<Vec<(i64, EventRecord)>, StoreError>;
+
+    /// Marks events as handled by the feed.
+    async fn mark_fed(&self, seqs: &[i64]) -> Result<(), StoreError>;
 
     /// The event sent earlier for (user, txn_id).
     async fn sent_message(
@@ -62,6 +66,14 @@ struct EventRow {
     state_key: Option<String>,
     origin_server_ts: i64,
     json: String,
+}
+
+/// A `room_events` row with its place in the log.
+#[derive(sqlx::FromRow)]
+struct SeqEventRow {
+    seq: i64,
+    #[sqlx(flatten)]
+    event: EventRow,
 }
 
 impl TryFrom<EventRow> for EventRecord {
@@ -126,11 +138,19 @@ where
             return Ok(TransactionOutcome::Duplicate);
         }
         // One multi-row statement per chunk: a transaction is one round trip or few.
-        let mut new_events = 0;
+        // Each row is written once; the feed's queue names the new ones.
+        let index: HashMap<&str, usize> = txn
+            .events
+            .iter()
+            .enumerate()
+            .rev()
+            .map(|(i, e)| (e.event_id.as_str(), i))
+            .collect();
+        let mut new = Vec::with_capacity(txn.events.len());
         for chunk in txn.events.chunks(CHUNK) {
             let mut query = QueryBuilder::<DB>::new(format!(
                 "{} INTO room_events (event_id, room_id, sender, event_type, state_key, \
-                 origin_server_ts, json, received_at) ",
+                 origin_server_ts, json, received_at, is_message) ",
                 DB::INSERT_IGNORE
             ));
             query.push_values(chunk, |mut row, event| {
@@ -141,13 +161,26 @@ where
                     .push_bind(event.state_key.as_deref())
                     .push_bind(event.origin_server_ts)
                     .push_bind(event.json.json().get())
-                    .push_bind(now);
+                    .push_bind(now)
+                    .push_bind(i64::from(event.is_message()));
             });
-            let done = query.build().execute(&mut *tx).await?;
-            new_events += usize::try_from(DB::rows_affected(&done)).unwrap_or(usize::MAX);
+            query.push(" RETURNING seq, event_id");
+            let rows: Vec<(i64, String)> = query.build_query_as().fetch_all(&mut *tx).await?;
+            for (seq, event_id) in rows {
+                let at = index.get(event_id.as_str()).copied();
+                new.push((seq, at.ok_or_else(|| sql::corrupt("event_id", event_id))?));
+            }
+        }
+        for chunk in new.chunks(CHUNK) {
+            let mut query = QueryBuilder::<DB>::new("INSERT INTO feed_queue (seq) ");
+            query.push_values(chunk, |mut row, (seq, _)| {
+                row.push_bind(*seq);
+            });
+            query.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
-        Ok(TransactionOutcome::Recorded { new_events })
+        new.sort_unstable();
+        Ok(TransactionOutcome::Recorded { new })
     }
 
     async fn room_events(&self, room_id: &RoomId) -> Result<Vec<EventRecord>, StoreError> {
@@ -166,52 +199,41 @@ where
         row.map(EventRecord::try_from).transpose()
     }
 
-    async fn pending_events(&self, limit: u32) -> Result<Vec<EventRecord>, StoreError> {
-        let rows: Vec<EventRow> =
-            sqlx::query_as(select_events("WHERE ingested = 0 ORDER BY seq LIMIT ?"))
-                .bind(i64::from(limit))
-                .fetch_all(&self.pool)
-                .await?;
-        rows.into_iter().map(EventRecord::try_from).collect()
+    async fn pending(&self, limit: u32) -> Result<Vec<i64>, StoreError> {
+        let rows: Vec<(i64,)> = sqlx::query_as("SELECT seq FROM feed_queue ORDER BY seq LIMIT ?")
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(|(seq,)| seq).collect())
     }
 
-    async fn mark_fed(&self, fed: &[&EventId], messages: &[&EventId]) -> Result<(), StoreError> {
-        // One statement per chunk: each row is written once, with both flags.
-        let is_message: HashSet<&str> = messages.iter().map(|m| m.as_str()).collect();
-        let is_fed: HashSet<&str> = fed.iter().map(|m| m.as_str()).collect();
-        for chunk in fed.chunks(CHUNK) {
-            let mut query = QueryBuilder::<DB>::new("UPDATE room_events SET ingested = 1");
-            let these: Vec<&&EventId> = chunk
-                .iter()
-                .filter(|m| is_message.contains(m.as_str()))
-                .collect();
-            if !these.is_empty() {
-                query.push(", is_message = CASE WHEN event_id IN (");
-                let mut ids = query.separated(", ");
-                for id in &these {
-                    ids.push_bind(id.as_str());
-                }
-                query.push(") THEN 1 ELSE is_message END");
-            }
-            query.push(" WHERE event_id IN (");
-            let mut ids = query.separated(", ");
-            for id in chunk {
-                ids.push_bind(id.as_str());
-            }
-            query.push(")").build().execute(&self.pool).await?;
-        }
-        // Messages named but not fed now (the trait allows it) are marked alone.
-        let rest: Vec<&&EventId> = messages
-            .iter()
-            .filter(|m| !is_fed.contains(m.as_str()))
-            .collect();
-        for chunk in rest.chunks(CHUNK) {
+    async fn events_at(&self, seqs: &[i64]) -> Result<Vec<(i64, EventRecord)>, StoreError> {
+        let mut events = Vec::with_capacity(seqs.len());
+        for chunk in seqs.chunks(CHUNK) {
             let mut query = QueryBuilder::<DB>::new(
-                "UPDATE room_events SET is_message = 1 WHERE event_id IN (",
+                "SELECT seq, event_id, room_id, sender, event_type, state_key, \
+                 origin_server_ts, json FROM room_events WHERE seq IN (",
             );
             let mut ids = query.separated(", ");
-            for id in chunk {
-                ids.push_bind(id.as_str());
+            for seq in chunk {
+                ids.push_bind(*seq);
+            }
+            query.push(") ORDER BY seq");
+            let rows: Vec<SeqEventRow> = query.build_query_as().fetch_all(&self.pool).await?;
+            for row in rows {
+                events.push((row.seq, EventRecord::try_from(row.event)?));
+            }
+        }
+        events.sort_unstable_by_key(|(seq, _)| *seq);
+        Ok(events)
+    }
+
+    async fn mark_fed(&self, seqs: &[i64]) -> Result<(), StoreError> {
+        for chunk in seqs.chunks(CHUNK) {
+            let mut query = QueryBuilder::<DB>::new("DELETE FROM feed_queue WHERE seq IN (");
+            let mut ids = query.separated(", ");
+            for seq in chunk {
+                ids.push_bind(*seq);
             }
             query.push(")").build().execute(&self.pool).await?;
         }

@@ -25,9 +25,6 @@ pub trait KeyStore: Send + Sync + 'static {
 
     /// Marks a key revoked at `at`; false if it already was.
     async fn revoke_key(&self, key_id: &str, at: i64) -> Result<bool, StoreError>;
-
-    /// Notes a successful login with the key.
-    async fn record_login(&self, key_id: &str, at: i64) -> Result<(), StoreError>;
 }
 
 /// A `login_keys` row.
@@ -167,14 +164,5 @@ where
         .execute(&self.pool)
         .await?;
         Ok(DB::rows_affected(&done) == 1)
-    }
-
-    async fn record_login(&self, key_id: &str, at: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE login_keys SET last_login_at = ? WHERE key_id = ?")
-            .bind(at)
-            .bind(key_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
     }
 }

@@ -51,6 +51,12 @@ pub enum StoreError {
     /// A value read back that cannot be what was written.
     #[error("database holds an invalid value: {0}")]
     Corrupt(String),
+    /// One failure of a write that several callers shared.
+    #[error(transparent)]
+    Shared(std::sync::Arc<StoreError>),
+    /// A writer task ended (the daemon is stopping).
+    #[error("{0} has stopped")]
+    Stopped(&'static str),
 }
 
 /// The database as a whole, for `/ready` and logs.

@@ -18,6 +18,19 @@ pub struct EventRecord {
     pub json: Raw<AnyTimelineEvent>,
 }
 
+impl EventRecord {
+    /// Whether the event is a message (counted as unread), read from its type: the
+    /// feed shows exactly these as messages.
+    #[must_use]
+    pub fn is_message(&self) -> bool {
+        self.state_key.is_none()
+            && matches!(
+                self.event_type.as_str(),
+                "m.room.message" | "m.room.encrypted" | "m.sticker"
+            )
+    }
+}
+
 /// A transaction pushed by the homeserver, identified by its id and the hash of its body.
 #[derive(Debug, Clone)]
 pub struct IncomingTransaction {
@@ -27,12 +40,24 @@ pub struct IncomingTransaction {
 }
 
 /// What recording a transaction did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TransactionOutcome {
     /// This (txn_id, body) was recorded before: nothing was done.
     Duplicate,
-    /// Recorded; `new_events` of its events were not in any earlier transaction.
-    Recorded { new_events: usize },
+    /// Recorded; `new` are its events that were in no earlier transaction, each as
+    /// (its place in the event log, its index in the transaction), in log order.
+    Recorded { new: Vec<(i64, usize)> },
+}
+
+impl TransactionOutcome {
+    /// How many events were recorded.
+    #[must_use]
+    pub fn new_events(&self) -> usize {
+        match self {
+            Self::Duplicate => 0,
+            Self::Recorded { new } => new.len(),
+        }
+    }
 }
 
 /// A key to register, with its user.

@@ -18,12 +18,9 @@ pub trait RoomIndex: Send + Sync + 'static {
     /// A room's record.
     async fn room(&self, room_id: &RoomId) -> Result<Option<RoomRecord>, StoreError>;
 
-    /// Notes the room's newest message, if the room is indexed.
-    async fn set_last_message(
-        &self,
-        room_id: &RoomId,
-        event_id: &EventId,
-    ) -> Result<(), StoreError>;
+    /// Notes each room's newest message (of rooms that are indexed), in one
+    /// transaction.
+    async fn set_last_messages(&self, last: &[(&RoomId, &EventId)]) -> Result<(), StoreError>;
 
     /// Sets a user's membership of a room.
     async fn set_membership(&self, membership: &MembershipRecord) -> Result<(), StoreError>;
@@ -172,16 +169,19 @@ where
         row.map(RoomRecord::try_from).transpose()
     }
 
-    async fn set_last_message(
-        &self,
-        room_id: &RoomId,
-        event_id: &EventId,
-    ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE rooms SET last_event_id = ? WHERE room_id = ?")
-            .bind(event_id.as_str())
-            .bind(room_id.as_str())
-            .execute(&self.pool)
-            .await?;
+    async fn set_last_messages(&self, last: &[(&RoomId, &EventId)]) -> Result<(), StoreError> {
+        if last.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for (room_id, event_id) in last {
+            sqlx::query("UPDATE rooms SET last_event_id = ? WHERE room_id = ?")
+                .bind(event_id.as_str())
+                .bind(room_id.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 

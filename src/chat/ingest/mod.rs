@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 mod ephemeral;
 mod members;
+mod recent;
 mod round;
 
 use round::{Round, deliveries};
@@ -85,6 +86,8 @@ pub struct Ingest {
     holder: String,
     /// Who is in each room, as fed (valid while no other daemon's feeder ran).
     members: members::Members,
+    /// Events recorded here and not fed yet.
+    recent: recent::Recent,
     /// When each failing event first failed (std mutex: never held across an await).
     failures: Mutex<HashMap<OwnedEventId, Instant>>,
     /// How long feeding one event may keep failing before it is skipped.
@@ -114,6 +117,7 @@ impl Ingest {
             running: tokio::sync::Mutex::new(()),
             holder: crate::keys::encode_base64url(&rand::random::<[u8; 16]>()),
             members: members::Members::default(),
+            recent: recent::Recent::default(),
             failures: Mutex::default(),
             give_up_after,
         }
@@ -147,14 +151,20 @@ impl Ingest {
             events,
         };
         let outcome = self.events.record_transaction(&txn).await?;
-        match outcome {
+        match &outcome {
             TransactionOutcome::Duplicate => {
                 metrics::counter!("chatsender_transactions_duplicate_total").increment(1);
                 tracing::info!(txn_id, "transaction already processed");
             }
-            TransactionOutcome::Recorded { new_events } => {
-                metrics::counter!("chatsender_events_processed_total").increment(new_events as u64);
-                tracing::debug!(txn_id, events = new_events, "transaction recorded");
+            TransactionOutcome::Recorded { new } => {
+                let count = new.len();
+                metrics::counter!("chatsender_events_processed_total").increment(count as u64);
+                tracing::debug!(txn_id, events = count, "transaction recorded");
+                let mut events: Vec<_> = txn.events.into_iter().map(Some).collect();
+                self.recent.keep(
+                    new.iter()
+                        .filter_map(|&(seq, i)| Some((seq, events.get_mut(i)?.take()?))),
+                );
                 let ephemeral = ephemeral.iter().flat_map(event::ephemeral);
                 self.queued().extend(ephemeral);
                 self.wake.notify_one();
@@ -223,25 +233,24 @@ impl Ingest {
     async fn feed(&self) -> Result<usize, FeedError> {
         let mut done = 0;
         loop {
-            let records = self.events.pending_events(BATCH).await?;
-            if records.is_empty() {
+            let pending = self.events.pending(BATCH).await?;
+            if pending.is_empty() {
+                self.recent.clear();
                 return Ok(done);
             }
+            let records = self.recent.take(&*self.events, &pending).await?;
             let mut round = Round::default();
             let mut failure = None;
-            for record in &records {
+            for (seq, record) in &records {
                 let event = RoomEvent::from_record(record);
-                if matches!(event.content, Content::Message { .. }) {
-                    round.messages.push(&*record.event_id);
-                }
                 match self.apply(&event, &mut round).await {
                     Ok(()) => {
                         self.forget_failure(&record.event_id);
-                        round.applied.push(&*record.event_id);
+                        round.applied.push(*seq);
                     }
                     Err(error) if self.give_up(&record.event_id) => {
                         self.skip(&record.event_id, &error);
-                        round.applied.push(&*record.event_id);
+                        round.applied.push(*seq);
                     }
                     Err(error) => {
                         failure = Some(error);
@@ -251,10 +260,7 @@ impl Ingest {
             }
             // Keep the progress made, even when an event stops the batch.
             let delivered = self.flush(&mut round).await;
-            round.messages.retain(|m| round.applied.contains(m));
-            self.events
-                .mark_fed(&round.applied, &round.messages)
-                .await?;
+            self.events.mark_fed(&round.applied).await?;
             metrics::counter!("chatsender_events_fed_total").increment(round.applied.len() as u64);
             self.cache.expire(LEASE_KEY, LEASE_TTL).await?;
             done += round.applied.len();
@@ -286,7 +292,7 @@ impl Ingest {
     }
 
     /// Applies one event to the room index and adds its deliveries to the round.
-    async fn apply(&self, event: &RoomEvent, round: &mut Round<'_>) -> Result<(), FeedError> {
+    async fn apply(&self, event: &RoomEvent, round: &mut Round) -> Result<(), FeedError> {
         let room = &event.room_id;
         let ns = &self.namespace;
         let index = &*self.rooms;

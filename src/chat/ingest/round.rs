@@ -4,23 +4,23 @@
 
 use std::collections::HashMap;
 
-use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId};
+use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId};
 
 use super::{FeedError, Ingest};
 use crate::live::{Delivery, StreamKind};
 
 /// What one round of feeding has done and has still to write.
 #[derive(Default)]
-pub(super) struct Round<'r> {
-    pub(super) applied: Vec<&'r EventId>,
-    pub(super) messages: Vec<&'r EventId>,
+pub(super) struct Round {
+    /// The places in the log of the events applied.
+    pub(super) applied: Vec<i64>,
     /// The newest message of each room in the round.
     pub(super) last_messages: HashMap<OwnedRoomId, OwnedEventId>,
     /// Each event's deliveries, in order.
     pub(super) deliveries: Vec<(OwnedEventId, Vec<Delivery>)>,
 }
 
-impl Round<'_> {
+impl Round {
     pub(super) fn add(&mut self, event_id: &EventId, deliveries: Vec<Delivery>) {
         if !deliveries.is_empty() {
             self.deliveries.push((event_id.to_owned(), deliveries));
@@ -53,17 +53,25 @@ impl Ingest {
     /// by event, so an event that keeps failing is found and, in time, skipped. On a
     /// failure `round.applied` is emptied: the round is fed again, and feeding again
     /// delivers nothing twice.
-    pub(super) async fn flush(&self, round: &mut Round<'_>) -> Result<(), FeedError> {
-        for (room, event_id) in &round.last_messages {
-            if let Err(error) = self.rooms.set_last_message(room, event_id).await {
-                round.applied.clear();
-                return Err(error.into());
-            }
+    pub(super) async fn flush(&self, round: &mut Round) -> Result<(), FeedError> {
+        let last: Vec<(&RoomId, &EventId)> = round
+            .last_messages
+            .iter()
+            .map(|(room, event)| (&**room, &**event))
+            .collect();
+        let written = if last.is_empty() {
+            Ok(())
+        } else {
+            self.rooms.set_last_messages(&last).await
+        };
+        if let Err(error) = written {
+            round.applied.clear();
+            return Err(error.into());
         }
         self.flush_deliveries(round).await
     }
 
-    async fn flush_deliveries(&self, round: &mut Round<'_>) -> Result<(), FeedError> {
+    async fn flush_deliveries(&self, round: &mut Round) -> Result<(), FeedError> {
         let all: Vec<Delivery> = round
             .deliveries
             .iter()

@@ -169,7 +169,7 @@ async fn a_transaction_is_answered_before_a_slow_delivery_and_delivered_once() {
     .await
     .expect("answered while the delivery is held up");
     let outcome = answered.expect("record");
-    assert_eq!(outcome, TransactionOutcome::Recorded { new_events: 1 });
+    assert_eq!(outcome.new_events(), 1);
     until("the feeder is delivering", || {
         log.entered.load(Ordering::SeqCst) == 1
     })

@@ -16,10 +16,9 @@ mod rooms;
 #[derive(Default)]
 pub(super) struct State {
     pub(super) transactions: HashSet<(String, [u8; 32])>,
-    /// Events in arrival order, with whether the feed has handled them.
+    /// Events in arrival order (an event's place in the log is its index + 1), with
+    /// whether the feed has handled them.
     pub(super) events: Vec<(EventRecord, bool)>,
-    /// Recorded events the feed found to be messages.
-    pub(super) messages: HashSet<OwnedEventId>,
     /// (room, user) → read up to (event, its position in `events`, from 1).
     pub(super) receipts: HashMap<(OwnedRoomId, OwnedUserId), (OwnedEventId, usize)>,
     pub(super) sent: HashMap<(OwnedUserId, String), OwnedEventId>,
@@ -96,14 +95,14 @@ impl EventLog for MemoryStore {
         if !s.transactions.insert((txn.txn_id.clone(), txn.body_sha256)) {
             return Ok(TransactionOutcome::Duplicate);
         }
-        let mut new_events = 0;
-        for event in &txn.events {
+        let mut new = Vec::new();
+        for (index, event) in txn.events.iter().enumerate() {
             if !s.events.iter().any(|(e, _)| e.event_id == event.event_id) {
                 s.events.push((event.clone(), false));
-                new_events += 1;
+                new.push((s.events.len() as i64, index));
             }
         }
-        Ok(TransactionOutcome::Recorded { new_events })
+        Ok(TransactionOutcome::Recorded { new })
     }
 
     async fn room_events(&self, room_id: &RoomId) -> Result<Vec<EventRecord>, StoreError> {
@@ -118,24 +117,33 @@ impl EventLog for MemoryStore {
         Ok(found.map(|(e, _)| e.clone()))
     }
 
-    async fn pending_events(&self, limit: u32) -> Result<Vec<EventRecord>, StoreError> {
+    async fn pending(&self, limit: u32) -> Result<Vec<i64>, StoreError> {
         let s = self.at("events")?;
-        let pending = s.events.iter().filter(|(_, fed)| !fed);
-        Ok(pending
-            .take(limit as usize)
-            .map(|(e, _)| e.clone())
+        let pending = s.events.iter().zip(1..).filter(|((_, fed), _)| !fed);
+        Ok(pending.take(limit as usize).map(|(_, seq)| seq).collect())
+    }
+
+    async fn events_at(&self, seqs: &[i64]) -> Result<Vec<(i64, EventRecord)>, StoreError> {
+        let s = self.at("events")?;
+        let mut seqs = seqs.to_vec();
+        seqs.sort_unstable();
+        let at = |seq: i64| usize::try_from(seq - 1).ok().and_then(|i| s.events.get(i));
+        Ok(seqs
+            .into_iter()
+            .filter_map(|seq| at(seq).map(|(e, _)| (seq, e.clone())))
             .collect())
     }
 
-    async fn mark_fed(&self, fed: &[&EventId], messages: &[&EventId]) -> Result<(), StoreError> {
+    async fn mark_fed(&self, seqs: &[i64]) -> Result<(), StoreError> {
         let mut s = self.at("events")?;
-        for (event, done) in &mut s.events {
-            if fed.contains(&&*event.event_id) {
-                *done = true;
+        for seq in seqs {
+            if let Some((_, fed)) = usize::try_from(seq - 1)
+                .ok()
+                .and_then(|i| s.events.get_mut(i))
+            {
+                *fed = true;
             }
         }
-        s.messages
-            .extend(messages.iter().map(|id| (*id).to_owned()));
         Ok(())
     }
 
@@ -236,14 +244,6 @@ impl KeyStore for MemoryStore {
             }
             _ => false,
         })
-    }
-
-    async fn record_login(&self, key_id: &str, at: i64) -> Result<(), StoreError> {
-        let mut s = self.at("keys")?;
-        if let Some(k) = s.keys.iter_mut().find(|k| k.key_id == key_id) {
-            k.last_login_at = Some(at);
-        }
-        Ok(())
     }
 }
 
@@ -349,8 +349,18 @@ impl UserStore for MemoryStore {
 
 #[async_trait]
 impl AuditLog for MemoryStore {
-    async fn audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
-        self.at("audit")?.audit.push(entry.clone());
+    async fn append(
+        &self,
+        entries: &[AuditEntry],
+        logins: &[(String, i64)],
+    ) -> Result<(), StoreError> {
+        let mut s = self.at("audit")?;
+        s.audit.extend_from_slice(entries);
+        for (key_id, at) in logins {
+            if let Some(key) = s.keys.iter_mut().find(|k| &k.key_id == key_id) {
+                key.last_login_at = Some(*at);
+            }
+        }
         Ok(())
     }
 

@@ -31,13 +31,12 @@ impl RoomIndex for MemoryStore {
         Ok(())
     }
 
-    async fn set_last_message(
-        &self,
-        room_id: &RoomId,
-        event_id: &EventId,
-    ) -> Result<(), StoreError> {
-        if let Some(room) = self.at("rooms")?.rooms.get_mut(room_id) {
-            room.last_event_id = Some(event_id.to_owned());
+    async fn set_last_messages(&self, last: &[(&RoomId, &EventId)]) -> Result<(), StoreError> {
+        let mut s = self.at("rooms")?;
+        for (room_id, event_id) in last {
+            if let Some(room) = s.rooms.get_mut(*room_id) {
+                room.last_event_id = Some((*event_id).to_owned());
+            }
         }
         Ok(())
     }
@@ -246,10 +245,7 @@ impl Receipts for MemoryStore {
         let key = (room_id.to_owned(), user_id.to_owned());
         let read = s.receipts.get(&key).map_or(0, |(_, at)| *at);
         let unread = s.events.iter().enumerate().filter(|(i, (e, _))| {
-            i + 1 > read
-                && e.room_id == room_id
-                && e.sender != user_id
-                && s.messages.contains(&e.event_id)
+            i + 1 > read && e.room_id == room_id && e.sender != user_id && e.is_message()
         });
         Ok(unread.count() as u64)
     }
