@@ -132,6 +132,15 @@ impl MatrixError {
         )
     }
 
+    /// 429 `M_LIMIT_EXCEEDED` for a cap that no wait lifts (no `Retry-After`).
+    pub fn too_many(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::LimitExceeded(LimitExceededErrorData::new()),
+            message,
+        )
+    }
+
     /// A refusal passed on from the homeserver: its errcode and message, with the
     /// status the Matrix spec gives that errcode (400 where it names none).
     pub fn refused(kind: ErrorKind, message: impl Into<String>) -> Self {

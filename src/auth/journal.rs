@@ -62,3 +62,97 @@ impl Journal {
             .map_err(StoreError::Shared)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use async_trait::async_trait;
+    use tokio::sync::Semaphore;
+
+    use super::*;
+    use crate::store::AuditEvent;
+    use crate::store::memory::MemoryStore;
+
+    /// The memory store's audit log, counting its transactions; the first one waits
+    /// at a gate, so the writes behind it queue up.
+    struct Gated {
+        store: Arc<MemoryStore>,
+        gate: Semaphore,
+        appends: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl AuditLog for Gated {
+        async fn append(
+            &self,
+            entries: &[AuditEntry],
+            logins: &[(String, i64)],
+        ) -> Result<(), StoreError> {
+            if self.appends.fetch_add(1, Ordering::SeqCst) == 0 {
+                self.gate.acquire().await.expect("gate").forget();
+            }
+            self.store.append(entries, logins).await
+        }
+
+        async fn audit_log(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+            self.store.audit_log(limit).await
+        }
+    }
+
+    fn entry(n: usize) -> AuditEntry {
+        AuditEntry {
+            event: AuditEvent::LoginFailure,
+            key_id: None,
+            user_id: None,
+            ip: None,
+            detail: Some(format!("attempt {n}")),
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_that_arrive_together_share_a_transaction_and_each_waits_for_it() {
+        let log = Arc::new(Gated {
+            store: Arc::new(MemoryStore::default()),
+            gate: Semaphore::new(0),
+            appends: AtomicUsize::new(0),
+        });
+        let journal = Journal::start(log.clone());
+        let writes: Vec<_> = (0..11)
+            .map(|n| {
+                let journal = journal.clone();
+                tokio::spawn(async move { journal.write(entry(n), None).await })
+            })
+            .collect();
+        while log.appends.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            writes.iter().all(|w| !w.is_finished()),
+            "no write returns before its transaction commits"
+        );
+        log.gate.add_permits(1);
+        for write in writes {
+            write.await.expect("task").expect("written");
+        }
+        let appends = log.appends.load(Ordering::SeqCst);
+        assert!(appends < 11, "11 writes in {appends} transactions");
+        let written = log.store.audit_log(100).await.expect("log");
+        assert_eq!(written.len(), 11, "every entry, once");
+    }
+
+    #[tokio::test]
+    async fn a_failed_transaction_fails_every_write_in_it() {
+        let store = Arc::new(MemoryStore::default());
+        store.fail("audit", true);
+        let journal = Journal::start(store.clone());
+        let error = journal.write(entry(1), None).await.expect_err("fails");
+        assert!(error.to_string().contains("audit made to fail"), "{error}");
+        store.fail("audit", false);
+        journal.write(entry(2), None).await.expect("written again");
+        assert_eq!(store.audit_log(10).await.expect("log"), [entry(2)]);
+    }
+}

@@ -146,15 +146,17 @@ impl Auth {
         })
     }
 
-    /// Whether the session still stands (not ended, expired or revoked), without
-    /// counting as activity: for long-lived requests such as the event stream.
+    /// Whether the session still stands (not ended, expired, idle too long or
+    /// revoked), without counting as activity: an open event stream is not use, so a
+    /// session behind one ends at the idle timeout like any other, in both modes.
     pub async fn is_valid(&self, who: &Authenticated) -> Result<(), AuthError> {
         let session = self
             .sessions
             .get(&who.token_hash)
             .await?
             .ok_or(AuthError::UnknownToken)?;
-        if now_ms() >= session.expires_at {
+        let now = now_ms();
+        if now >= session.expires_at || now - session.last_seen_at >= ms(self.idle()) {
             return Err(AuthError::UnknownToken);
         }
         Ok(())

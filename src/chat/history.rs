@@ -95,8 +95,9 @@ impl Chat {
         if body.is_empty() {
             return Err(ChatError::InvalidParam("body must not be empty".into()));
         }
-        // A retry gets its event even if the user left the room since.
-        if let Some(event_id) = self.events.sent_message(user, txn_id).await? {
+        // A retry gets its event even if the user left the room since. The same
+        // txn_id in another room is another message, as Matrix keys a send by its path.
+        if let Some(event_id) = self.events.sent_message(user, room, txn_id).await? {
             return Ok(event_id);
         }
         self.require(user, room, &[MembershipState::Join]).await?;
@@ -108,7 +109,7 @@ impl Chat {
             .send_text(user, room, &format!("cs.{user_key}.{txn_id}"), body)
             .await?;
         self.events
-            .save_sent_message(user, txn_id, &event_id)
+            .save_sent_message(user, room, txn_id, &event_id)
             .await?;
         Ok(event_id)
     }

@@ -8,6 +8,7 @@ use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 use super::event::{Content, RoomEvent};
 use super::message::{Invite, Member, Message, Profile, RoomSummary};
 use super::{Chat, ChatError};
+use crate::identity::display_name;
 use crate::store::{MembershipRecord, RoomUpdate};
 
 /// Joined rooms and pending invites.
@@ -37,12 +38,7 @@ impl Chat {
 
     /// Sets the user's display name (on the homeserver and here).
     pub async fn set_display_name(&self, user: &UserId, name: &str) -> Result<(), ChatError> {
-        let name = name.trim();
-        if name.is_empty() || name.len() > 256 {
-            return Err(ChatError::InvalidParam(
-                "display_name must be 1 to 256 bytes".into(),
-            ));
-        }
+        let name = display_name::check(name).map_err(|e| ChatError::InvalidParam(e.to_string()))?;
         self.puppets.set_display_name(user, name).await?;
         Ok(())
     }

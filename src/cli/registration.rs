@@ -91,9 +91,11 @@ pub fn write(config_path: &Path, registration_path: &Path) -> anyhow::Result<Set
             let fresh = new_token();
             text = fill_empty_token(&text, key, &fresh).with_context(|| {
                 format!(
-                    "{}: appservice.{key} is empty and cannot be filled in automatically \
-                     (`appservice:` must be a block mapping); set it to a long random string, \
-                     e.g. from `openssl rand -hex 32`",
+                    "{}: appservice.{key} is empty and cannot be filled in automatically: \
+                     the file is written in flow style (`appservice: {{…}}` or JSON), and \
+                     only a block mapping (`appservice:` with one key per line) can be \
+                     edited; set appservice.as_token and appservice.hs_token to long random \
+                     strings yourself, e.g. from `openssl rand -hex 32`",
                     config_path.display()
                 )
             })?;
@@ -132,8 +134,17 @@ fn new_token() -> String {
 
 /// Sets `appservice.<key>` in the YAML text when it is empty or missing, keeping every
 /// other line (and comment) as it was. `None` when `appservice` is not written as a
-/// block mapping (`appservice: {…}`), which a line edit cannot change safely.
+/// block mapping (`appservice: {…}`, or the whole document in flow style or JSON),
+/// which a line edit cannot change safely.
 pub fn fill_empty_token(text: &str, key: &str, value: &str) -> Option<String> {
+    // A whole document in flow style (`{…}`, JSON too) has no line to edit.
+    let first = text
+        .lines()
+        .map(str::trim_start)
+        .find(|l| !l.is_empty() && !l.starts_with('#') && *l != "---");
+    if first.is_some_and(|l| l.starts_with(['{', '['])) {
+        return None;
+    }
     let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
     let Some(section) = lines.iter().position(|l| l.starts_with("appservice:")) else {
         lines.push("appservice:".into());
@@ -239,6 +250,31 @@ mod tests {
         assert_eq!(
             fill_empty_token("appservice: {id: cs, as_token: ''}\n", "as_token", "T"),
             None
+        );
+    }
+
+    #[test]
+    fn refuses_to_edit_a_document_in_flow_style_and_says_how_to_set_the_tokens() {
+        let json = r#"{"homeserver": {"url": "http://127.0.0.1:8008", "server_name": "localhost"},
+  "appservice": {"address": "http://127.0.0.1:8000", "as_token": "", "hs_token": ""}}"#;
+        for text in [json, "# a comment\n---\n{appservice: {as_token: ''}}\n"] {
+            assert_eq!(fill_empty_token(text, "as_token", "T"), None, "{text}");
+        }
+        let dir = tempfile::tempdir().expect("dir");
+        let config = dir.path().join("config.yaml");
+        std::fs::write(&config, json).expect("write");
+        let error = write(&config, &dir.path().join("registration.yaml")).expect_err("refused");
+        let message = format!("{error:#}");
+        assert!(
+            message.contains("cannot be filled in automatically"),
+            "{message}"
+        );
+        assert!(message.contains("flow style"), "{message}");
+        assert!(message.contains("openssl rand -hex 32"), "{message}");
+        assert_eq!(
+            std::fs::read_to_string(&config).expect("read"),
+            json,
+            "left as it was"
         );
     }
 

@@ -10,7 +10,7 @@ use url::Url;
 
 use super::{
     AuthSettings, DatabaseSettings, DatabaseUrl, LogFormat, LogSettings, RateLimit, RateLimits,
-    RedisSettings,
+    RedisSettings, ServerSettings,
 };
 
 impl FromStr for DatabaseUrl {
@@ -84,6 +84,22 @@ impl Default for RateLimits {
             login_per_ip: default_login_per_ip(),
         }
     }
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            max_streams_per_session: default_streams_per_session(),
+            max_streams_per_user: default_streams_per_user(),
+        }
+    }
+}
+
+pub(super) fn default_streams_per_session() -> usize {
+    8
+}
+pub(super) fn default_streams_per_user() -> usize {
+    32
 }
 
 impl Default for LogSettings {

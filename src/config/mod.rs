@@ -38,6 +38,8 @@ pub struct Settings {
     #[serde(default)]
     pub auth: AuthSettings,
     #[serde(default)]
+    pub server: ServerSettings,
+    #[serde(default)]
     pub web: WebSettings,
     #[serde(default)]
     pub log: LogSettings,
@@ -144,6 +146,18 @@ pub struct RateLimit {
     pub window_secs: u64,
 }
 
+/// Caps on what clients may hold open.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Live streams one session may hold open on a daemon.
+    #[serde(default = "default_streams_per_session")]
+    pub max_streams_per_session: usize,
+    /// Live streams one user may hold open on a daemon, over all their sessions.
+    #[serde(default = "default_streams_per_user")]
+    pub max_streams_per_user: usize,
+}
+
 /// The web client, when the daemon serves it itself (the embedded default).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -245,6 +259,17 @@ impl Settings {
         }
         if self.database.max_connections == 0 {
             anyhow::bail!("database.max_connections: must be at least 1");
+        }
+        for (key, value) in [
+            (
+                "max_streams_per_session",
+                self.server.max_streams_per_session,
+            ),
+            ("max_streams_per_user", self.server.max_streams_per_user),
+        ] {
+            if value == 0 {
+                anyhow::bail!("server.{key}: must be at least 1");
+            }
         }
         if !self
             .appservice

@@ -1,6 +1,7 @@
 //! Who is ChatSender's: the puppet namespace (`@{user_prefix}{name}:{server_name}`),
 //! the one place its user ids are made and recognised, and the puppets themselves.
 
+pub mod display_name;
 mod puppets;
 
 use ruma::{OwnedServerName, OwnedUserId, ServerName, UserId};

@@ -11,6 +11,7 @@
 mod embedded;
 mod hub;
 mod redis;
+mod slots;
 mod stream;
 
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 pub use self::embedded::DatabaseLog;
 pub use self::hub::{Hub, Signal, Subscription};
 pub use self::redis::RedisLog;
+pub use self::slots::{Slot, SlotError, Slots};
 pub use self::stream::{LiveItem, SessionCheck};
 
 use crate::store::StoreError;

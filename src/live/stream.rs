@@ -51,7 +51,17 @@ impl Live {
         };
         let mut live = self.hub.subscribe(&user_id);
         let replay = match &cursor {
-            Some(cursor) => self.log.replay(&user_id, cursor).await?,
+            Some(cursor) => match self.log.replay(&user_id, cursor).await? {
+                // A cursor past the newest entry (the database or Redis was restored
+                // or wiped since): what it names is gone, and waiting for entries
+                // after it would send nothing for a long time.
+                Replay::Events(events)
+                    if events.is_empty() && self.is_future(&user_id, cursor).await? =>
+                {
+                    Replay::Reset
+                }
+                replay => replay,
+            },
             None => Replay::Events(self.log.replay_all(&user_id).await?),
         };
         let log = self.log.clone();
@@ -100,6 +110,14 @@ impl Live {
                 }
             }
         })
+    }
+}
+
+impl Live {
+    /// Whether `cursor` is after the newest entry of the user's stream.
+    async fn is_future(&self, user_id: &ruma::UserId, cursor: &str) -> Result<bool, LiveError> {
+        let latest = self.log.latest(user_id).await?;
+        Ok(latest.is_none_or(|latest| self.log.is_after(cursor, &latest)))
     }
 }
 

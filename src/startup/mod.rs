@@ -29,7 +29,7 @@ use crate::chat::{Chat, ChatParts, Ingest};
 use crate::config::Settings;
 use crate::error::{InternalCause, MatrixError};
 use crate::identity::{Namespace, Puppets};
-use crate::live::{Live, RETAINED_MS};
+use crate::live::{Live, RETAINED_MS, Slots};
 use crate::matrix::{Homeserver, HomeserverClient};
 use crate::store::Stores;
 use crate::telemetry;
@@ -111,6 +111,10 @@ impl Application {
                 live: backends.live.clone(),
             }),
             live: backends.live.clone(),
+            streams: Slots::new(
+                settings.server.max_streams_per_session,
+                settings.server.max_streams_per_user,
+            ),
             trust_forwarded_for: settings.auth.trust_forwarded_for,
             shutdown: stop.clone(),
         };

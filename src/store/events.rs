@@ -40,17 +40,19 @@ pub trait EventLog: Send + Sync + 'static {
     /// Marks events as handled by the feed.
     async fn mark_fed(&self, seqs: &[i64]) -> Result<(), StoreError>;
 
-    /// The event sent earlier for (user, txn_id).
+    /// The event sent earlier for (user, room, txn_id).
     async fn sent_message(
         &self,
         user_id: &UserId,
+        room_id: &RoomId,
         txn_id: &str,
     ) -> Result<Option<OwnedEventId>, StoreError>;
 
-    /// Remembers the event sent for (user, txn_id).
+    /// Remembers the event sent for (user, room, txn_id).
     async fn save_sent_message(
         &self,
         user_id: &UserId,
+        room_id: &RoomId,
         txn_id: &str,
         event_id: &EventId,
     ) -> Result<(), StoreError>;
@@ -243,27 +245,33 @@ where
     async fn sent_message(
         &self,
         user_id: &UserId,
+        room_id: &RoomId,
         txn_id: &str,
     ) -> Result<Option<OwnedEventId>, StoreError> {
-        let row: Option<(String,)> =
-            sqlx::query_as("SELECT event_id FROM sent_messages WHERE user_id = ? AND txn_id = ?")
-                .bind(user_id.as_str())
-                .bind(txn_id)
-                .fetch_optional(&self.pool)
-                .await?;
+        let row: Option<(String,)> = sqlx::query_as(
+            "SELECT event_id FROM sent_messages WHERE user_id = ? AND room_id = ? AND txn_id = ?",
+        )
+        .bind(user_id.as_str())
+        .bind(room_id.as_str())
+        .bind(txn_id)
+        .fetch_optional(&self.pool)
+        .await?;
         row.map(|(id,)| sql::id("event_id", id)).transpose()
     }
 
     async fn save_sent_message(
         &self,
         user_id: &UserId,
+        room_id: &RoomId,
         txn_id: &str,
         event_id: &EventId,
     ) -> Result<(), StoreError> {
         sqlx::query(Self::insert_ignore(
-            "INTO sent_messages (user_id, txn_id, event_id, sent_at) VALUES (?, ?, ?, ?)",
+            "INTO sent_messages (user_id, room_id, txn_id, event_id, sent_at) \
+             VALUES (?, ?, ?, ?, ?)",
         ))
         .bind(user_id.as_str())
+        .bind(room_id.as_str())
         .bind(txn_id)
         .bind(event_id.as_str())
         .bind(now_ms())

@@ -7,7 +7,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::clients::{room_of_two, room_path};
-use crate::harness::{Backends, MatrixUser, TestApp, env, http, urlencode};
+use crate::harness::{Backends, MatrixUser, TestApp, env, http, unique, urlencode};
 use crate::{for_each_backend, on_sqlite};
 
 for_each_backend!(
@@ -168,6 +168,29 @@ async fn nobody_reads_or_acts_outside_their_rooms(backends: Backends) {
         .wait_for("the secret", |e| e.data["event_id"] == secret.as_str())
         .await;
 
+    // A txn_id used in one room is no pass into another: there it is a send of its
+    // own, with the membership check, never the first room's event again.
+    let dup = unique("dup");
+    let send = |room: &str| format!("/rooms/{}/send/{dup}", urlencode(room));
+    let first = alice
+        .ok(Method::PUT, &send(&room), Some(json!({"body": "one"})))
+        .await;
+    let carol = s.user("carol").await;
+    let mut carol_events = carol.events().await;
+    let not_hers = room_of_two(&bob, &carol, &mut carol_events).await;
+    let (status, body) = alice
+        .call(Method::PUT, &send(&not_hers), Some(json!({"body": "one"})))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let other = room_of_two(&alice, &bob, &mut bob_events).await;
+    let second = alice
+        .ok(Method::PUT, &send(&other), Some(json!({"body": "two"})))
+        .await;
+    assert_ne!(
+        first["event_id"], second["event_id"],
+        "another room, another event"
+    );
+
     let (status, body) = mallory.messages(&room, "").await;
     assert_eq!(
         (status, body["errcode"].as_str()),
@@ -280,6 +303,27 @@ async fn bad_input_gets_errcodes_that_name_the_problem(backends: Backends) {
         "M_TOO_LARGE",
         "64 KiB",
     );
+    for (name, mentions) in [
+        ("ali\u{1b}[31mce", "control characters (found U+001B)"),
+        ("\u{202e}ecilA", "bidirectional overrides"),
+        (
+            "\u{200b}",
+            "blank once its invisible characters are removed",
+        ),
+    ] {
+        check(
+            alice
+                .call(
+                    Method::PUT,
+                    "/me/display_name",
+                    Some(json!({"display_name": name})),
+                )
+                .await,
+            StatusCode::BAD_REQUEST,
+            "M_INVALID_PARAM",
+            mentions,
+        );
+    }
     let bad_txn = format!("/rooms/{}/send/{}", urlencode(&room), urlencode("a b"));
     check(
         alice

@@ -10,7 +10,9 @@ use chatsender::live::{Delivery, StreamKind};
 use ruma::OwnedUserId;
 
 use crate::clients::room_of_two;
-use crate::harness::{Backends, CacheKind, EventStream, TestApp, unique, urlencode};
+use crate::harness::{
+    Backends, CacheKind, EventStream, TestApp, http, unique, urlencode, wait_until,
+};
 use crate::{for_each_backend, on_sqlite};
 
 for_each_backend!(
@@ -18,7 +20,10 @@ for_each_backend!(
     a_message_wakes_only_its_recipients_streams,
     an_event_fed_again_after_a_crash_reaches_each_stream_once,
 );
-on_sqlite!(the_stream_sends_keepalives);
+on_sqlite!(
+    the_stream_sends_keepalives,
+    streams_are_capped_per_session_and_a_closed_one_frees_its_place
+);
 
 /// 4 and 5. The same txn_id gives one event; with Redis, a stream client on another
 /// daemon gets the message, and after that daemon dies, reconnecting elsewhere with
@@ -94,6 +99,24 @@ async fn live_events_cross_daemons_and_survive_reconnects(backends: Backends) {
     }
     drop(after_reset);
 
+    // A cursor from the future (the database or Redis was restored or wiped since the
+    // client saw it) gets `reset` too, and then new events.
+    let future = match backends.cache {
+        CacheKind::Redis => "99999999999999-0",
+        CacheKind::Embedded => "99999999",
+    };
+    let mut ahead = EventStream::connect(&s.daemon().base_url, &bob.token, Some(future)).await;
+    let reset = ahead.next(Duration::from_secs(10)).await.expect("an event");
+    assert_eq!(reset.event, "reset", "a future cursor: {reset:?}");
+    assert_eq!(reset.id.as_deref(), Some(newest.as_str()), "the newest id");
+    let d = alice.send(&room, "d").await;
+    ahead
+        .wait_for("a new message after the reset", |e| {
+            e.data["event_id"] == d.as_str()
+        })
+        .await;
+    drop(ahead);
+
     // A restart keeps rooms, history and sessions.
     s.stop().await;
     s.start().await;
@@ -105,7 +128,7 @@ async fn live_events_cross_daemons_and_survive_reconnects(backends: Backends) {
             .iter()
             .any(|r| r["room_id"] == room.as_str())
     );
-    let (status, page) = bob.messages(&room, "?limit=3").await;
+    let (status, page) = bob.messages(&room, "?limit=4").await;
     assert_eq!(status, 200);
     let bodies: Vec<&str> = page["messages"]
         .as_array()
@@ -113,7 +136,7 @@ async fn live_events_cross_daemons_and_survive_reconnects(backends: Backends) {
         .iter()
         .filter_map(|m| m["body"].as_str())
         .collect();
-    assert_eq!(bodies, ["a", "b", "c"]);
+    assert_eq!(bodies, ["a", "b", "c", "d"]);
 }
 
 /// The stream sends a `: keepalive` comment every 15 s (the same code on every
@@ -136,6 +159,44 @@ async fn the_stream_sends_keepalives(backends: Backends) {
         started.elapsed() >= Duration::from_secs(10),
         "keepalives are not sent too often"
     );
+}
+
+/// One session holds at most `server.max_streams_per_session` streams (8 by default);
+/// the next is refused with 429 naming the cap, and closing one frees its place (the
+/// same code on every backend, so tested once).
+async fn streams_are_capped_per_session_and_a_closed_one_frees_its_place(backends: Backends) {
+    let s = TestApp::spawn(backends).await;
+    let alice = s.user("alice").await;
+    let mut open = Vec::new();
+    for _ in 0..8 {
+        open.push(alice.events().await);
+    }
+    let extra = || async {
+        http()
+            .get(format!("{}/api/v1/events", alice.base))
+            .bearer_auth(&alice.token)
+            .send()
+            .await
+            .expect("events")
+    };
+    let refused = extra().await;
+    assert_eq!(refused.status(), 429);
+    let body: serde_json::Value = refused.json().await.expect("json");
+    assert_eq!(body["errcode"], "M_LIMIT_EXCEEDED", "{body}");
+    let message = body["error"].as_str().unwrap_or_default();
+    assert!(message.contains("8 live streams open"), "{body}");
+    drop(open.pop());
+    let reopened = wait_until(
+        "a closed stream's place is free",
+        Duration::from_secs(10),
+        || async {
+            let response = extra().await;
+            (response.status() == 200).then_some(response)
+        },
+    )
+    .await;
+    drop(reopened);
+    drop(open);
 }
 
 /// A message wakes the open streams of its room's ChatSender members and no others,

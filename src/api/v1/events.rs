@@ -32,9 +32,12 @@ fn sse(item: LiveItem) -> Result<Event, Infallible> {
 
 /// Events for this user: `message`, `membership`, `room`, `typing`, `read`, `receipt`;
 /// `reset` when the `Last-Event-ID` is older than what is kept. A `: keepalive`
-/// comment every 15 s.
+/// comment every 15 s. A daemon holds at most `server.max_streams_per_session` open
+/// per session and `server.max_streams_per_user` per user.
 #[utoipa::path(get, path = "/api/v1/events", tag = "chat",
-    responses((status = 200, description = "text/event-stream")), security(("bearer" = [])))]
+    responses((status = 200, description = "text/event-stream"),
+        (status = 429, description = "`M_LIMIT_EXCEEDED`: too many streams open; the message says which cap")),
+    security(("bearer" = [])))]
 pub async fn events(
     State(state): State<ApiState>,
     Session(who): Session,
@@ -45,12 +48,21 @@ pub async fn events(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let user = who.user_id.clone();
+    let slot = state
+        .streams
+        .take(who.token_hash, &user)
+        .map_err(|e| MatrixError::too_many(e.to_string()))?;
     let check = state.auth.session_check(who);
     let stream = state
         .live
         .open(user, cursor, check, state.shutdown.clone())
         .await?;
-    Ok(Sse::new(stream.map(sse)).keep_alive(
+    // The stream holds its place until it is dropped (the client went away).
+    let stream = stream.map(move |item| {
+        let _held = &slot;
+        sse(item)
+    });
+    Ok(Sse::new(stream).keep_alive(
         KeepAlive::new()
             .interval(Duration::from_secs(15))
             .text("keepalive"),

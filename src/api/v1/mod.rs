@@ -8,6 +8,8 @@ mod me;
 mod presence;
 mod rooms;
 
+use std::sync::Arc;
+
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post, put};
@@ -16,7 +18,7 @@ use utoipa::OpenApi;
 
 use crate::auth::Auth;
 use crate::chat::Chat;
-use crate::live::Live;
+use crate::live::{Live, Slots};
 
 /// Request bodies larger than this are refused with 413 `M_TOO_LARGE`.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -27,6 +29,8 @@ pub struct ApiState {
     pub auth: Auth,
     pub chat: Chat,
     pub live: Live,
+    /// The caps on open live streams.
+    pub streams: Arc<Slots>,
     pub trust_forwarded_for: bool,
     /// Cancelled when the daemon stops: ends open event streams.
     pub shutdown: CancellationToken,

@@ -22,6 +22,9 @@ pub struct Users {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DisplayName {
+    /// 1 to 256 bytes once trimmed; no control characters, no bidirectional overrides
+    /// or isolates, and not only invisible characters (each refused with
+    /// `400 M_INVALID_PARAM` naming the problem).
     pub display_name: String,
 }
 
@@ -95,7 +98,9 @@ pub async fn users(
 
 /// Sets the user's display name.
 #[utoipa::path(put, path = "/api/v1/me/display_name", tag = "me", request_body = DisplayName,
-    responses((status = 200, description = "set")), security(("bearer" = [])))]
+    responses((status = 200, description = "set"),
+        (status = 400, description = "`M_INVALID_PARAM`: the name is refused; the message says why")),
+    security(("bearer" = [])))]
 pub async fn set_display_name(
     State(state): State<ApiState>,
     Session(who): Session,
@@ -217,7 +222,8 @@ pub async fn messages(
     Ok(Json(page))
 }
 
-/// Sends a text message.
+/// Sends a text message. The same txn_id from the same user in the same room gives
+/// the same event; in another room it is another message.
 #[utoipa::path(put, path = "/api/v1/rooms/{room_id}/send/{txn_id}", tag = "chat", request_body = SendMessage,
     params(("room_id" = String, Path), ("txn_id" = String, Path)), responses((status = 200, body = Sent)), security(("bearer" = [])))]
 pub async fn send(

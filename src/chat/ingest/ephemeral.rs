@@ -3,10 +3,15 @@
 
 use std::sync::PoisonError;
 
+use ruma::events::room::member::MembershipState;
+use ruma::{OwnedUserId, RoomId};
+
+use super::round::deliveries;
 use super::{FeedError, Ingest};
 use crate::chat::event::Ephemeral;
 use crate::chat::message::{ReadChange, ReceiptChange, TypingChange};
 use crate::live::StreamKind;
+use crate::store::StoreError;
 
 impl Ingest {
     pub(super) fn queued(&self) -> std::sync::MutexGuard<'_, Vec<Ephemeral>> {
@@ -70,5 +75,30 @@ impl Ingest {
                 self.deliver(to, &key, StreamKind::Receipt, &receipt).await
             }
         }
+    }
+
+    /// ChatSender users joined to the room, from the index (for ephemeral data, which
+    /// is handed on outside the feeder's lease).
+    async fn joined(&self, room: &RoomId) -> Result<Vec<OwnedUserId>, StoreError> {
+        let members = self.rooms.members(room, &MembershipState::Join).await?;
+        Ok(members
+            .into_iter()
+            .map(|m| m.user_id)
+            .filter(|u| self.namespace.contains(u))
+            .collect())
+    }
+
+    /// Delivers `payload` to each of `to` now, once per `dedup_key`.
+    async fn deliver(
+        &self,
+        to: Vec<OwnedUserId>,
+        dedup_key: &str,
+        kind: StreamKind,
+        payload: &impl serde::Serialize,
+    ) -> Result<(), FeedError> {
+        self.live
+            .deliver(&deliveries(to, dedup_key, kind, payload)?)
+            .await?;
+        Ok(())
     }
 }

@@ -13,10 +13,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use ruma::OwnedEventId;
 use ruma::events::AnyTimelineEvent;
 use ruma::events::room::member::MembershipState;
 use ruma::serde::Raw;
-use ruma::{OwnedEventId, OwnedUserId, RoomId};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -371,31 +371,6 @@ impl Ingest {
             }
             Content::Other => Ok(()),
         }
-    }
-
-    /// ChatSender users joined to the room, from the index (for ephemeral data, which
-    /// is handed on outside the feeder's lease).
-    async fn joined(&self, room: &RoomId) -> Result<Vec<OwnedUserId>, StoreError> {
-        let members = self.rooms.members(room, &MembershipState::Join).await?;
-        Ok(members
-            .into_iter()
-            .map(|m| m.user_id)
-            .filter(|u| self.namespace.contains(u))
-            .collect())
-    }
-
-    /// Delivers `payload` to each of `to` now, once per `dedup_key`.
-    async fn deliver(
-        &self,
-        to: Vec<OwnedUserId>,
-        dedup_key: &str,
-        kind: StreamKind,
-        payload: &impl serde::Serialize,
-    ) -> Result<(), FeedError> {
-        self.live
-            .deliver(&deliveries(to, dedup_key, kind, payload)?)
-            .await?;
-        Ok(())
     }
 }
 

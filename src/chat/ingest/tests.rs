@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
-use ruma::{ServerName, UserId};
+use ruma::{OwnedUserId, RoomId, ServerName, UserId};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 

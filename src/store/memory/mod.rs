@@ -21,7 +21,7 @@ pub(super) struct State {
     pub(super) events: Vec<(EventRecord, bool)>,
     /// (room, user) → read up to (event, its position in `events`, from 1).
     pub(super) receipts: HashMap<(OwnedRoomId, OwnedUserId), (OwnedEventId, usize)>,
-    pub(super) sent: HashMap<(OwnedUserId, String), OwnedEventId>,
+    pub(super) sent: HashMap<(OwnedUserId, OwnedRoomId, String), OwnedEventId>,
     pub(super) keys: Vec<KeyRecord>,
     pub(super) users: BTreeMap<OwnedUserId, UserRecord>,
     pub(super) sessions: HashMap<[u8; 32], SessionRecord>,
@@ -150,22 +150,23 @@ impl EventLog for MemoryStore {
     async fn sent_message(
         &self,
         user_id: &UserId,
+        room_id: &RoomId,
         txn_id: &str,
     ) -> Result<Option<OwnedEventId>, StoreError> {
         let s = self.at("events")?;
-        Ok(s.sent
-            .get(&(user_id.to_owned(), txn_id.to_owned()))
-            .cloned())
+        let key = (user_id.to_owned(), room_id.to_owned(), txn_id.to_owned());
+        Ok(s.sent.get(&key).cloned())
     }
 
     async fn save_sent_message(
         &self,
         user_id: &UserId,
+        room_id: &RoomId,
         txn_id: &str,
         event_id: &EventId,
     ) -> Result<(), StoreError> {
         let mut s = self.at("events")?;
-        let key = (user_id.to_owned(), txn_id.to_owned());
+        let key = (user_id.to_owned(), room_id.to_owned(), txn_id.to_owned());
         s.sent.entry(key).or_insert_with(|| event_id.to_owned());
         Ok(())
     }
