@@ -148,6 +148,8 @@ auth:
     challenge_per_ip: {{max: 0, window_secs: 60}}
     challenge_per_key: {{max: 0, window_secs: 60}}
     login_per_ip: {{max: 0, window_secs: 60}}
+# The fan-out opens 10,000 streams, one per user, plus the load's own connections.
+server: {{max_connections: 20000}}
 log: {{level: warn}}
 """)
         return path, port

@@ -89,12 +89,20 @@ impl Default for RateLimits {
 impl Default for ServerSettings {
     fn default() -> Self {
         Self {
+            max_connections: default_max_open_connections(),
+            request_header_timeout_secs: default_request_header_timeout(),
             max_streams_per_session: default_streams_per_session(),
             max_streams_per_user: default_streams_per_user(),
         }
     }
 }
 
+pub(super) fn default_max_open_connections() -> usize {
+    10_000
+}
+pub(super) fn default_request_header_timeout() -> u64 {
+    10
+}
 pub(super) fn default_streams_per_session() -> usize {
     8
 }

@@ -150,6 +150,14 @@ pub struct RateLimit {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSettings {
+    /// Connections open at once; past it a new one is closed at once.
+    #[serde(default = "default_max_open_connections")]
+    pub max_connections: usize,
+    /// Seconds a client has to send a whole request head, from when its connection
+    /// is ready for one: a half-sent header or an idle keep-alive connection is
+    /// closed after it.
+    #[serde(default = "default_request_header_timeout")]
+    pub request_header_timeout_secs: u64,
     /// Live streams one session may hold open on a daemon.
     #[serde(default = "default_streams_per_session")]
     pub max_streams_per_session: usize,
@@ -270,6 +278,10 @@ impl Settings {
             if value == 0 {
                 anyhow::bail!("server.{key}: must be at least 1");
             }
+        }
+        let header_timeout = self.server.request_header_timeout_secs;
+        if header_timeout == 0 || header_timeout > 3600 {
+            anyhow::bail!("server.request_header_timeout_secs: must be 1 to 3600 seconds");
         }
         if !self
             .appservice

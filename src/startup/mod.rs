@@ -1,6 +1,7 @@
 //! Building the daemon from its settings and running it until told to stop.
 
 mod backends;
+mod serve;
 mod tasks;
 
 use std::future::Future;
@@ -33,6 +34,7 @@ use crate::live::{Live, RETAINED_MS, Slots};
 use crate::matrix::{Homeserver, HomeserverClient};
 use crate::store::Stores;
 use crate::telemetry;
+use serve::ConnectionLimits;
 
 /// How long shutdown waits for requests still in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -41,6 +43,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    limits: ConnectionLimits,
     backends: Backends,
     homeserver: Arc<dyn Homeserver>,
     puppets: Puppets,
@@ -173,6 +176,10 @@ impl Application {
         Ok(Self {
             listener,
             router,
+            limits: ConnectionLimits {
+                max_connections: settings.server.max_connections,
+                header_timeout: Duration::from_secs(settings.server.request_header_timeout_secs),
+            },
             backends,
             homeserver,
             puppets,
@@ -236,20 +243,15 @@ impl Application {
                 async move { ingest.run(stop).await }
             }),
         ];
-        let app = self
-            .router
-            .into_make_service_with_connect_info::<SocketAddr>();
         let stopping = stop.clone();
         let (signalled, on_signal) = tokio::sync::oneshot::channel::<()>();
-        let served = axum::serve(self.listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                tracing::info!("shutting down: finishing requests in flight");
-                // Event streams never finish by themselves: end them.
-                stopping.cancel();
-                let _ = signalled.send(());
-            })
-            .into_future();
+        let served = serve::serve(self.listener, self.router, self.limits, async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing requests in flight");
+            // Event streams never finish by themselves: end them.
+            stopping.cancel();
+            let _ = signalled.send(());
+        });
         // A client that stops reading keeps its request open: wait for it only so long.
         let grace = async {
             if on_signal.await.is_ok() {
@@ -258,13 +260,12 @@ impl Application {
                 std::future::pending::<()>().await;
             }
         };
-        let served = tokio::select! {
-            served = served => served,
+        tokio::select! {
+            () = served => {}
             () = grace => {
                 tracing::warn!(grace = ?SHUTDOWN_GRACE, "requests still open after the grace period; stopping anyway");
-                Ok(())
             }
-        };
+        }
         stop.cancel();
         for task in tasks {
             let _ = task.await;
@@ -273,7 +274,7 @@ impl Application {
         if let Err(error) = self.ingest.run_pending().await {
             tracing::warn!(%error, "could not feed the last events; the next start will");
         }
-        served.context("server error")
+        Ok(())
     }
 }
 

@@ -15,5 +15,6 @@ mod login;
 mod nginx;
 mod presence;
 mod provision;
+mod server;
 mod sessions;
 mod state;
