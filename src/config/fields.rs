@@ -50,8 +50,13 @@ impl Default for DatabaseSettings {
         Self {
             url: default_database_url(),
             max_connections: default_max_connections(),
+            retention_days: default_retention_days(),
         }
     }
+}
+
+pub(super) fn default_retention_days() -> u32 {
+    7
 }
 
 impl Default for RedisSettings {

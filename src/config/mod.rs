@@ -81,6 +81,10 @@ pub struct DatabaseSettings {
     pub url: DatabaseUrl,
     #[serde(default = "default_max_connections")]
     pub max_connections: u32,
+    /// Days received events, transactions and sent messages are kept (the homeserver
+    /// keeps them anyway): long enough to recognise a redelivery.
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u32,
 }
 
 /// The database backend chosen by the URL's scheme.
@@ -267,6 +271,9 @@ impl Settings {
         }
         if self.database.max_connections == 0 {
             anyhow::bail!("database.max_connections: must be at least 1");
+        }
+        if !(1..=3650).contains(&self.database.retention_days) {
+            anyhow::bail!("database.retention_days: must be 1 to 3650");
         }
         for (key, value) in [
             (

@@ -44,6 +44,8 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     limits: ConnectionLimits,
+    /// How long stored events, transactions and sent messages are kept.
+    retention: Duration,
     backends: Backends,
     homeserver: Arc<dyn Homeserver>,
     puppets: Puppets,
@@ -180,6 +182,7 @@ impl Application {
                 max_connections: settings.server.max_connections,
                 header_timeout: Duration::from_secs(settings.server.request_header_timeout_secs),
             },
+            retention: Duration::from_secs(u64::from(settings.database.retention_days) * 86_400),
             backends,
             homeserver,
             puppets,
@@ -236,6 +239,11 @@ impl Application {
             )),
             tokio::spawn(tasks::prune_streams(
                 self.backends.live.clone(),
+                stop.clone(),
+            )),
+            tokio::spawn(tasks::prune_store(
+                self.backends.stores.retention.clone(),
+                self.retention,
                 stop.clone(),
             )),
             tokio::spawn({

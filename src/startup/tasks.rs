@@ -8,12 +8,18 @@ use tokio_util::sync::CancellationToken;
 
 use crate::live::Live;
 use crate::matrix::Homeserver;
+use crate::store::Retention;
+use crate::time::now_ms;
 
 /// Longest wait between two start-up pings of the homeserver.
 const PING_MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// How often live-stream entries past their retention are dropped.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// How often stored events, transactions and sent messages past their retention are
+/// dropped, and how many rows of each a statement drops.
+const PRUNE_STORE_EVERY: Duration = Duration::from_secs(600);
+const PRUNE_BATCH: u32 = 1000;
 
 /// Pings the homeserver with backoff until it answers: that proves both directions
 /// work and makes Synapse redeliver any transactions it holds back.
@@ -74,5 +80,44 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = interrupt => {}
         () = terminate => {}
+    }
+}
+
+/// Drops stored events, transactions and sent messages older than `keep`, in batches,
+/// and reports the tables' rows in `/metrics` (`chatsender_table_rows`).
+pub async fn prune_store(retention: Arc<dyn Retention>, keep: Duration, stop: CancellationToken) {
+    loop {
+        let before = now_ms().saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX));
+        let mut removed = 0;
+        loop {
+            if stop.is_cancelled() {
+                return;
+            }
+            match retention.prune_before(before, PRUNE_BATCH).await {
+                Ok(0) => break,
+                Ok(n) => removed += n,
+                Err(error) => {
+                    tracing::warn!(%error, "could not drop rows past their retention");
+                    break;
+                }
+            }
+            // Small batches, with room for the requests in between.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if removed > 0 {
+            tracing::info!(rows = removed, "dropped rows past their retention");
+        }
+        match retention.table_rows().await {
+            Ok(tables) => {
+                for (table, rows) in tables {
+                    metrics::gauge!("chatsender_table_rows", "table" => table).set(rows as f64);
+                }
+            }
+            Err(error) => tracing::warn!(%error, "could not count the tables' rows"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(PRUNE_STORE_EVERY) => {}
+        }
     }
 }

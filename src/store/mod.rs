@@ -13,6 +13,7 @@ mod keys;
 pub mod memory;
 mod receipts;
 mod records;
+mod retention;
 mod rooms;
 mod sessions;
 mod sql;
@@ -33,6 +34,7 @@ pub use events::EventLog;
 pub use keys::KeyStore;
 pub use receipts::Receipts;
 pub use records::*;
+pub use retention::{COUNTED_TABLES, Retention};
 pub use rooms::RoomIndex;
 pub use sessions::SessionStore;
 pub use sql::{Dialect, SqlStore};
@@ -97,6 +99,7 @@ pub struct Stores {
     pub receipts: Arc<dyn Receipts>,
     pub streams: Arc<dyn UserStreams>,
     pub audit: Arc<dyn AuditLog>,
+    pub retention: Arc<dyn Retention>,
 }
 
 impl Stores {
@@ -111,7 +114,8 @@ impl Stores {
             + RoomIndex
             + Receipts
             + UserStreams
-            + AuditLog,
+            + AuditLog
+            + Retention,
     {
         Self {
             health: store.clone(),
@@ -122,7 +126,8 @@ impl Stores {
             rooms: store.clone(),
             receipts: store.clone(),
             streams: store.clone(),
-            audit: store,
+            audit: store.clone(),
+            retention: store,
         }
     }
 }

@@ -243,6 +243,10 @@ async fn a_transaction_is_processed_once_and_a_restarted_txn_id_again(backends: 
         "{text}"
     );
     assert!(text.contains("chatsender_events_processed_total"), "{text}");
+    assert!(
+        text.contains(r#"chatsender_table_rows{table="room_events"}"#),
+        "the tables' sizes: {text}"
+    );
 }
 
 /// 3. Without the hs_token nothing is processed.
@@ -525,6 +529,7 @@ async fn sigterm_lets_the_transaction_in_flight_finish(backends: Backends) {
     let settings = chatsender::config::DatabaseSettings {
         url: provisioned.database.clone(),
         max_connections: 1,
+        retention_days: 7,
     };
     let stores = chatsender::store::connect(&settings).await.expect("store");
     let recorded = stores

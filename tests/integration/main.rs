@@ -15,6 +15,7 @@ mod login;
 mod nginx;
 mod presence;
 mod provision;
+mod retention;
 mod server;
 mod sessions;
 mod state;

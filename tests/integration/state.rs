@@ -24,7 +24,8 @@ for_each_backend!(
     cache_keeps_its_promises
 );
 
-fn event(room: &OwnedRoomId, n: u32) -> EventRecord {
+/// A message event `n` in `room`, from @carol.
+pub fn event(room: &OwnedRoomId, n: u32) -> EventRecord {
     let json = format!(r#"{{"content":{{"body":"{n}"}}}}"#);
     EventRecord {
         event_id: OwnedEventId::try_from(format!("${}", unique(&format!("e{n}_"))))

@@ -1,0 +1,82 @@
+//! Pruning drops what is past its retention, in batches, and never what the feed or
+//! the room list still needs.
+
+use chatsender::store::{IncomingTransaction, RoomUpdate, TransactionOutcome};
+use ruma::{OwnedRoomId, OwnedUserId};
+
+use crate::for_each_backend;
+use crate::harness::{Backends, Provisioned, unique};
+use crate::state::event;
+
+for_each_backend!(pruning_keeps_what_the_feed_and_the_room_list_need);
+
+fn now_ms() -> i64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    i64::try_from(since.expect("after 1970").as_millis()).expect("ms")
+}
+
+async fn pruning_keeps_what_the_feed_and_the_room_list_need(backends: Backends) {
+    let provisioned = Provisioned::new(backends).await;
+    let stores = provisioned.stores().await;
+    let (events, retention) = (stores.events.clone(), stores.retention.clone());
+    let room = OwnedRoomId::try_from(format!("!{}:localhost", unique("r"))).expect("room id");
+    let (fed, unfed, last) = (event(&room, 1), event(&room, 2), event(&room, 3));
+    let txn = IncomingTransaction {
+        txn_id: "1".into(),
+        body_sha256: [1; 32],
+        events: vec![fed.clone(), unfed.clone(), last.clone()],
+    };
+    events.record_transaction(&txn).await.expect("record");
+    let seqs = events.pending(10).await.expect("pending");
+    assert_eq!(seqs.len(), 3);
+    events.mark_fed(&[seqs[0], seqs[2]]).await.expect("fed");
+    stores
+        .rooms
+        .update_room(&room, &RoomUpdate::default())
+        .await
+        .expect("room");
+    let last_message = [(&*room, &*last.event_id)];
+    stores
+        .rooms
+        .set_last_messages(&last_message)
+        .await
+        .expect("last");
+    let alice = OwnedUserId::try_from("@alice:localhost").expect("user id");
+    events
+        .save_sent_message(&alice, &room, "t1", &fed.event_id)
+        .await
+        .expect("sent");
+
+    // Within the retention nothing goes, and a redelivery is still recognised.
+    let hour_ago = now_ms() - 3_600_000;
+    assert_eq!(
+        retention.prune_before(hour_ago, 1000).await.expect("prune"),
+        0
+    );
+    let again = events.record_transaction(&txn).await.expect("record");
+    assert_eq!(again, TransactionOutcome::Duplicate);
+
+    // Past it, one batch of one row per kind at a time: the fed event, the
+    // transaction and the sent message go; the unfed event and the room's last
+    // message stay.
+    let later = now_ms() + 60_000;
+    assert_eq!(retention.prune_before(later, 1).await.expect("prune"), 3);
+    assert_eq!(retention.prune_before(later, 1).await.expect("prune"), 0);
+    let kept = events.room_events(&room).await.expect("events");
+    let kept: Vec<&str> = kept.iter().map(|e| e.event_id.as_str()).collect();
+    assert_eq!(kept, [unfed.event_id.as_str(), last.event_id.as_str()]);
+    assert_eq!(
+        events.pending(10).await.expect("pending"),
+        [seqs[1]],
+        "still to feed"
+    );
+    let sent = events
+        .sent_message(&alice, &room, "t1")
+        .await
+        .expect("sent");
+    assert_eq!(sent, None);
+    let rows = retention.table_rows().await.expect("rows");
+    assert!(rows.contains(&("room_events", 2)), "{rows:?}");
+    assert!(rows.contains(&("appservice_transactions", 0)), "{rows:?}");
+    assert!(rows.contains(&("feed_queue", 1)), "{rows:?}");
+}
