@@ -37,6 +37,8 @@ pub struct MatrixError {
     kind: ErrorKind,
     message: String,
     cause: Option<InternalCause>,
+    /// Seconds for `Retry-After` (a 503).
+    retry_after: Option<u64>,
 }
 
 impl fmt::Debug for MatrixError {
@@ -69,6 +71,7 @@ impl MatrixError {
             kind,
             message: message.into(),
             cause: None,
+            retry_after: None,
         }
     }
 
@@ -174,11 +177,28 @@ impl MatrixError {
         }
     }
 
+    /// 503 `M_UNKNOWN` with `Retry-After`: `part` (the database, Redis) failed or
+    /// did not answer in time. `cause` is logged, never sent.
+    pub fn unavailable(part: &str, cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self {
+            cause: Some(InternalCause(Arc::new(cause))),
+            retry_after: Some(UNAVAILABLE_RETRY_SECS),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorKind::Unknown,
+                format!("{part} is unavailable; retry in a few seconds"),
+            )
+        }
+    }
+
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         self.status
     }
 }
+
+/// What a 503 for a storage outage asks the client to wait.
+const UNAVAILABLE_RETRY_SECS: u64 = 2;
 
 /// Whole seconds to wait, rounded up.
 fn retry_secs(d: Duration) -> u64 {
@@ -192,7 +212,7 @@ impl IntoResponse for MatrixError {
                 retry_after: Some(RetryAfter::Delay(d)),
                 ..
             }) => Some(retry_secs(*d).max(1)),
-            _ => None,
+            _ => self.retry_after,
         };
         let body = StandardErrorBody::new(self.kind, self.message);
         let mut response = (self.status, Json(body)).into_response();

@@ -7,6 +7,7 @@ pub mod web;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
@@ -24,6 +25,8 @@ pub struct OpsState {
     pub homeserver: Arc<dyn Homeserver>,
     /// Set once the homeserver has answered the start-up ping.
     pub pinged: Arc<AtomicBool>,
+    /// How long `/ready` waits for each part.
+    pub check_timeout: Duration,
     pub metrics: PrometheusHandle,
 }
 

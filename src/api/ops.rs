@@ -1,6 +1,7 @@
 //! `GET /health`, `GET /ready`, `GET /metrics`.
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
@@ -17,20 +18,21 @@ pub async fn health() -> Json<Value> {
 /// Database, cache and homeserver reachable and the start-up ping done; otherwise
 /// 503 naming each failing part.
 pub async fn ready(State(state): State<OpsState>) -> (StatusCode, Json<Value>) {
+    let limit = state.check_timeout;
     let (database, cache, homeserver) = tokio::join!(
-        state.store.health(),
-        state.cache.health(),
-        state.homeserver.reachable()
+        within(limit, state.store.health()),
+        within(limit, state.cache.health()),
+        within(limit, state.homeserver.reachable()),
     );
     let homeserver = match homeserver {
         Ok(()) if !state.pinged.load(Ordering::Acquire) => {
             Err("reachable, but has not yet answered the appservice ping".to_owned())
         }
-        other => other.map_err(|e| e.to_string()),
+        other => other,
     };
     let checks = [
-        ("database", database.map_err(|e| e.to_string())),
-        ("cache", cache.map_err(|e| e.to_string())),
+        ("database", database),
+        ("cache", cache),
         ("homeserver", homeserver),
     ];
     let failing: Vec<&str> = checks
@@ -56,6 +58,17 @@ pub async fn ready(State(state): State<OpsState>) -> (StatusCode, Json<Value>) {
         status,
         Json(json!({ "ready": failing.is_empty(), "failing": failing, "checks": details })),
     )
+}
+
+/// A check with its own deadline, so a part that hangs is named, not waited for.
+async fn within<E: ToString>(
+    limit: Duration,
+    check: impl Future<Output = Result<(), E>>,
+) -> Result<(), String> {
+    match tokio::time::timeout(limit, check).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no answer within {} ms", limit.as_millis())),
+    }
 }
 
 /// Prometheus text format.

@@ -44,6 +44,10 @@ pub async fn push_events(
             &request.ephemeral,
         )
         .await
-        .map_err(MatrixError::internal)?;
+        .map_err(|e| match e.is_unavailable() {
+            // Synapse retries either way; a 503 says why.
+            true => MatrixError::unavailable("the database", e),
+            false => MatrixError::internal(e),
+        })?;
     Ok(Json(serde_json::json!({})))
 }

@@ -48,6 +48,18 @@ pub enum AuthError {
     Corrupt { what: &'static str, reason: String },
 }
 
+impl AuthError {
+    /// The part that is down or did not answer in time, if that is the cause.
+    pub fn unavailable(&self) -> Option<&'static str> {
+        match self {
+            Self::Store(e) => e.is_unavailable().then_some("the database"),
+            // Every cache error is Redis failing or not answering.
+            Self::Cache(_) => Some("Redis"),
+            _ => None,
+        }
+    }
+}
+
 /// A challenge for a key holder to sign.
 #[derive(Debug, Clone)]
 pub struct Challenge {

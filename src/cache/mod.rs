@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use self::memory::MemoryCache;
-pub use self::redis::RedisCache;
+pub use self::redis::{RedisCache, manager_config as redis_manager_config};
 
 /// A cache failure; its text never reaches a client.
 #[derive(Debug, thiserror::Error)]

@@ -43,14 +43,26 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 ";
 
+/// Commands and reconnects bounded by `timeout`: with Redis down a request fails
+/// within about that long instead of retrying for seconds.
+pub fn manager_config(timeout: Duration) -> redis::aio::ConnectionManagerConfig {
+    redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout))
+        .set_number_of_retries(1)
+        .set_max_delay(timeout)
+}
+
 impl RedisCache {
-    /// Connects and checks the server answers.
-    pub async fn connect(url: &SecretString, prefix: &str) -> Result<Self, CacheError> {
+    /// Connects and checks the server answers; a command that takes longer than
+    /// `timeout` (connecting included) fails.
+    pub async fn connect(
+        url: &SecretString,
+        prefix: &str,
+        timeout: Duration,
+    ) -> Result<Self, CacheError> {
         let client = redis::Client::open(url.expose_secret())?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(5)))
-            .set_response_timeout(Some(Duration::from_secs(5)));
-        let conn = ConnectionManager::new_with_config(client, config).await?;
+        let conn = ConnectionManager::new_with_config(client, manager_config(timeout)).await?;
         let cache = Self {
             conn,
             prefix: prefix.to_owned(),

@@ -49,6 +49,17 @@ pub enum ChatError {
     Encode(serde_json::Error),
 }
 
+impl ChatError {
+    /// The part that is down or did not answer in time, if that is the cause.
+    pub fn unavailable(&self) -> Option<&'static str> {
+        match self {
+            Self::Store(e) => e.is_unavailable().then_some("the database"),
+            Self::Live(e) => e.unavailable(),
+            _ => None,
+        }
+    }
+}
+
 impl From<HomeserverError> for ChatError {
     fn from(e: HomeserverError) -> Self {
         match e {

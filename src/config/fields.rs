@@ -51,8 +51,13 @@ impl Default for DatabaseSettings {
             url: default_database_url(),
             max_connections: default_max_connections(),
             retention_days: default_retention_days(),
+            timeout_ms: default_storage_timeout_ms(),
         }
     }
+}
+
+pub(super) fn default_storage_timeout_ms() -> u64 {
+    1000
 }
 
 pub(super) fn default_retention_days() -> u32 {
@@ -64,6 +69,7 @@ impl Default for RedisSettings {
         Self {
             url: None,
             key_prefix: default_key_prefix(),
+            timeout_ms: default_storage_timeout_ms(),
         }
     }
 }

@@ -85,6 +85,10 @@ pub struct DatabaseSettings {
     /// keeps them anyway): long enough to recognise a redelivery.
     #[serde(default = "default_retention_days")]
     pub retention_days: u32,
+    /// How long a request waits for a MariaDB connection before it is answered 503
+    /// (SQLite, a local file, waits for its lock instead).
+    #[serde(default = "default_storage_timeout_ms")]
+    pub timeout_ms: u64,
 }
 
 /// The database backend chosen by the URL's scheme.
@@ -106,6 +110,10 @@ pub struct RedisSettings {
     /// Prepended to every key, so several deployments can share one Redis.
     #[serde(default = "default_key_prefix")]
     pub key_prefix: String,
+    /// How long a Redis command may take, connecting included, before the request is
+    /// answered 503.
+    #[serde(default = "default_storage_timeout_ms")]
+    pub timeout_ms: u64,
 }
 
 /// Key login: challenges, sessions and rate limits.
@@ -271,6 +279,14 @@ impl Settings {
         }
         if self.database.max_connections == 0 {
             anyhow::bail!("database.max_connections: must be at least 1");
+        }
+        for (key, value) in [
+            ("database.timeout_ms", self.database.timeout_ms),
+            ("redis.timeout_ms", self.redis.timeout_ms),
+        ] {
+            if !(10..=60_000).contains(&value) {
+                anyhow::bail!("{key}: must be 10 to 60000 milliseconds");
+            }
         }
         if !(1..=3650).contains(&self.database.retention_days) {
             anyhow::bail!("database.retention_days: must be 1 to 3650");

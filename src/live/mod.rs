@@ -117,6 +117,20 @@ pub enum LiveError {
     Redis(#[from] ::redis::RedisError),
 }
 
+impl LiveError {
+    /// The part that is down or did not answer in time, if that is the cause.
+    pub fn unavailable(&self) -> Option<&'static str> {
+        match self {
+            Self::Store(e) => e.is_unavailable().then_some("the database"),
+            Self::Redis(e) => (e.is_io_error()
+                || e.is_timeout()
+                || e.is_connection_dropped()
+                || e.is_connection_refusal())
+            .then_some("Redis"),
+        }
+    }
+}
+
 /// Where streams are kept, and how daemons tell each other about new entries.
 #[async_trait]
 pub trait StreamLog: Send + Sync + 'static {

@@ -61,9 +61,14 @@ fn parse_id(id: &str) -> Option<(u64, u64)> {
 
 impl RedisLog {
     /// Connects to Redis at `url`; every key starts with `prefix`.
-    pub async fn connect(url: &SecretString, prefix: &str) -> Result<Self, LiveError> {
+    pub async fn connect(
+        url: &SecretString,
+        prefix: &str,
+        timeout: Duration,
+    ) -> Result<Self, LiveError> {
         let client = redis::Client::open(url.expose_secret())?;
-        let conn = ConnectionManager::new(client.clone()).await?;
+        let config = crate::cache::redis_manager_config(timeout);
+        let conn = ConnectionManager::new_with_config(client.clone(), config).await?;
         Ok(Self {
             client,
             conn,

@@ -44,12 +44,13 @@ impl Backends {
             },
             Some(url) => {
                 let prefix = &settings.redis.key_prefix;
+                let timeout = Duration::from_millis(settings.redis.timeout_ms);
                 let cache: Arc<dyn Cache> = Arc::new(
-                    RedisCache::connect(url, prefix)
+                    RedisCache::connect(url, prefix, timeout)
                         .await
                         .context("redis.url: cannot connect to Redis")?,
                 );
-                let log = RedisLog::connect(url, prefix)
+                let log = RedisLog::connect(url, prefix, timeout)
                     .await
                     .context("redis.url: cannot connect to Redis")?;
                 Self {

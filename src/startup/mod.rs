@@ -133,6 +133,9 @@ impl Application {
             cache: backends.cache.clone(),
             homeserver: homeserver.clone(),
             pinged: pinged.clone(),
+            check_timeout: Duration::from_millis(
+                settings.database.timeout_ms.max(settings.redis.timeout_ms),
+            ),
             metrics: telemetry::metrics_handle(),
         };
         let router = Router::new()

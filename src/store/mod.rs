@@ -61,6 +61,25 @@ pub enum StoreError {
     Stopped(&'static str),
 }
 
+impl StoreError {
+    /// Whether the database is down or did not answer in time (rather than refusing
+    /// a statement or holding a bad value): the request may work again shortly.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Database(e) => matches!(
+                e,
+                sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::Io(_)
+                    | sqlx::Error::Tls(_)
+                    | sqlx::Error::WorkerCrashed
+            ),
+            Self::Shared(e) => e.is_unavailable(),
+            Self::Migrate(_) | Self::Corrupt(_) | Self::Stopped(_) => false,
+        }
+    }
+}
+
 /// The database as a whole, for `/ready` and logs.
 #[async_trait]
 pub trait StoreHealth: Send + Sync + 'static {
@@ -132,6 +151,9 @@ impl Stores {
     }
 }
 
+/// How long a starting daemon waits for MariaDB to answer.
+const START_WAIT: Duration = Duration::from_secs(30);
+
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 static MYSQL_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/mysql");
 
@@ -142,7 +164,10 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<Stores, StoreError> 
             Stores::of(Arc::new(open_sqlite(url, settings.max_connections).await?))
         }
         DatabaseUrl::Mysql(url) => {
-            Stores::of(Arc::new(open_mysql(url, settings.max_connections).await?))
+            let timeout = Duration::from_millis(settings.timeout_ms);
+            Stores::of(Arc::new(
+                open_mysql(url, settings.max_connections, timeout).await?,
+            ))
         }
     })
 }
@@ -177,12 +202,28 @@ async fn open_sqlite(
 async fn open_mysql(
     url: &SecretString,
     max_connections: u32,
+    timeout: Duration,
 ) -> Result<SqlStore<sqlx::MySql>, StoreError> {
     let options = MySqlConnectOptions::from_str(url.expose_secret())?.charset("utf8mb4");
-    let pool = MySqlPoolOptions::new()
-        .max_connections(max_connections)
-        .connect_with(options)
-        .await?;
+    // At start MariaDB may still be starting too: wait for it a while.
+    let started = std::time::Instant::now();
+    let pool = loop {
+        let pool = MySqlPoolOptions::new()
+            .max_connections(max_connections)
+            // With MariaDB down a request waits this long for a connection, then
+            // gets 503.
+            .acquire_timeout(timeout)
+            .connect_with(options.clone())
+            .await;
+        match pool {
+            Ok(pool) => break pool,
+            Err(error) if started.elapsed() < START_WAIT => {
+                tracing::warn!(%error, "MariaDB does not answer yet; trying again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(error) => return Err(error.into()),
+        }
+    };
     MYSQL_MIGRATIONS.run(&pool).await?;
     Ok(SqlStore::new(pool))
 }

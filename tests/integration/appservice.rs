@@ -530,6 +530,7 @@ async fn sigterm_lets_the_transaction_in_flight_finish(backends: Backends) {
         url: provisioned.database.clone(),
         max_connections: 1,
         retention_days: 7,
+        timeout_ms: 1000,
     };
     let stores = chatsender::store::connect(&settings).await.expect("store");
     let recorded = stores

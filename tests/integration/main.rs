@@ -13,6 +13,7 @@ mod keys;
 mod live;
 mod login;
 mod nginx;
+mod outage;
 mod presence;
 mod provision;
 mod retention;

@@ -86,12 +86,12 @@ pub struct Provisioned {
     _dir: tempfile::TempDir,
 }
 
-fn mysql_admin_url() -> String {
+pub fn mysql_admin_url() -> String {
     std::env::var("CHATSENDER_TEST_MYSQL_URL")
         .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
 }
 
-fn redis_url() -> String {
+pub fn redis_url() -> String {
     std::env::var("CHATSENDER_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
 }
 

@@ -8,6 +8,14 @@ use crate::chat::ChatError;
 use crate::error::MatrixError;
 use crate::live::LiveError;
 
+/// A 503 naming the part that is down (the database, Redis), else a 500.
+fn internal(e: impl std::error::Error + Send + Sync + 'static, down: Option<&str>) -> MatrixError {
+    match down {
+        Some(part) => MatrixError::unavailable(part, e),
+        None => MatrixError::internal(e),
+    }
+}
+
 impl From<AuthError> for MatrixError {
     fn from(e: AuthError) -> Self {
         match e {
@@ -19,7 +27,10 @@ impl From<AuthError> for MatrixError {
             ),
             AuthError::UnknownToken => MatrixError::unknown_token(),
             AuthError::RateLimited(after) => MatrixError::limit_exceeded(after),
-            other => MatrixError::internal(other),
+            other => {
+                let down = other.unavailable();
+                internal(other, down)
+            }
         }
     }
 }
@@ -31,14 +42,18 @@ impl From<ChatError> for MatrixError {
             ChatError::NotFound(m) => MatrixError::not_found(m),
             ChatError::Forbidden(m) => MatrixError::forbidden(m),
             ChatError::Refused { kind, message } => MatrixError::refused(kind, message),
-            other => MatrixError::internal(other),
+            other => {
+                let down = other.unavailable();
+                internal(other, down)
+            }
         }
     }
 }
 
 impl From<LiveError> for MatrixError {
     fn from(e: LiveError) -> Self {
-        MatrixError::internal(e)
+        let down = e.unavailable();
+        internal(e, down)
     }
 }
 
