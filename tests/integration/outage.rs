@@ -6,13 +6,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chatsender::config::{DatabaseUrl, Settings};
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::harness::{Backends, TestApp, http, wait_until};
+use crate::clients::{User, room_of_two};
+use crate::harness::{Backends, EventStream, TestApp, http, unique, wait_until};
 use crate::provision::{CacheKind, StoreKind, mysql_admin_url, redis_url};
 
 mod a_database_outage {
@@ -41,6 +42,75 @@ mod a_redis_outage {
             super::outage(backends, super::Part::Redis).await;
         }
     }
+}
+
+mod redis_restarted_empty {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "integration test: needs Synapse, MariaDB and Redis; run ./scripts/test"]
+    async fn sqlite_redis() {
+        let backends = super::Backends {
+            store: super::StoreKind::Sqlite,
+            cache: super::CacheKind::Redis,
+        };
+        if backends.available() {
+            super::redis_restarted_empty(backends).await;
+        }
+    }
+}
+
+/// Redis restarted without its data: sessions are gone (sign in again, as the README
+/// says), and a reconnect with the last `Last-Event-ID` gets `reset`, then new events.
+async fn redis_restarted_empty(backends: Backends) {
+    let app = TestApp::spawn(backends).await;
+    let person = |name: &str| {
+        let (json, key) = app.generate(&["--name", &unique(name)]);
+        let user_id = json["user_id"].as_str().expect("user").to_owned();
+        (key, user_id)
+    };
+    let app = &app;
+    let sign_in = |key, user_id: &str| {
+        let user_id = user_id.to_owned();
+        async move {
+            User {
+                base: app.daemon().base_url.clone(),
+                token: app.login(key).await,
+                user_id,
+            }
+        }
+    };
+    let ((alice_key, alice_id), (bob_key, bob_id)) = (person("alice"), person("bob"));
+    let (alice, bob) = (
+        sign_in(&alice_key, &alice_id).await,
+        sign_in(&bob_key, &bob_id).await,
+    );
+    let mut bob_events = bob.events().await;
+    let room = room_of_two(&alice, &bob, &mut bob_events).await;
+    let a = alice.send(&room, "a").await;
+    bob_events
+        .wait_for("message a", |e| e.data["event_id"] == a.as_str())
+        .await;
+    let cursor = bob_events.last_id.clone().expect("a cursor");
+    drop(bob_events);
+
+    app.provisioned.wipe_redis().await.expect("wipe");
+    let (status, _) = bob.call(Method::GET, "/me", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "sessions went with Redis");
+    let (alice, bob) = (
+        sign_in(&alice_key, &alice_id).await,
+        sign_in(&bob_key, &bob_id).await,
+    );
+    let mut resumed = EventStream::connect(&bob.base, &bob.token, Some(&cursor)).await;
+    let reset = resumed
+        .next(Duration::from_secs(10))
+        .await
+        .expect("an event");
+    assert_eq!(reset.event, "reset", "{reset:?}");
+    let b = alice.send(&room, "b").await;
+    resumed
+        .wait_for("a new message after the reset", |e| {
+            e.data["event_id"] == b.as_str()
+        })
+        .await;
 }
 
 /// A TCP proxy in front of a backend, which a test can cut (every connection

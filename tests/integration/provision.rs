@@ -203,23 +203,29 @@ impl Provisioned {
                 eprintln!("could not drop test database {name}: {error}");
             }
         }
-        if let Some(url) = &self.redis_url {
-            let deleted = async {
-                let client = redis::Client::open(url.as_str())?;
-                let mut conn = client.get_multiplexed_async_connection().await?;
-                let keys: Vec<String> = redis::cmd("KEYS")
-                    .arg(format!("{}*", self.key_prefix))
-                    .query_async(&mut conn)
-                    .await?;
-                if !keys.is_empty() {
-                    let _: u64 = redis::cmd("DEL").arg(keys).query_async(&mut conn).await?;
-                }
-                Ok::<_, redis::RedisError>(())
-            };
-            if let Err(error) = deleted.await {
-                eprintln!("could not delete test keys {}*: {error}", self.key_prefix);
-            }
+        if let Err(error) = self.wipe_redis().await {
+            eprintln!("could not delete test keys {}*: {error}", self.key_prefix);
         }
+    }
+}
+
+impl Provisioned {
+    /// Deletes every Redis key of this namespace, as a Redis restarted without its
+    /// data would have none.
+    pub async fn wipe_redis(&self) -> Result<(), redis::RedisError> {
+        let Some(url) = &self.redis_url else {
+            return Ok(());
+        };
+        let client = redis::Client::open(url.as_str())?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}*", self.key_prefix))
+            .query_async(&mut conn)
+            .await?;
+        if !keys.is_empty() {
+            let _: u64 = redis::cmd("DEL").arg(keys).query_async(&mut conn).await?;
+        }
+        Ok(())
     }
 }
 
