@@ -259,6 +259,20 @@ impl EventStream {
         }
     }
 
+    /// Whether the server ends the stream within `timeout` (what comes before the end
+    /// is read and dropped).
+    pub async fn ends_within(&mut self, timeout: Duration) -> bool {
+        use futures_util::StreamExt;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.body.next()).await {
+                Err(_) => return false,
+                Ok(None | Some(Err(_))) => return true,
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    }
+
     /// The next event, or `None` if none comes within `timeout`.
     pub async fn next(&mut self, timeout: Duration) -> Option<SseEvent> {
         use futures_util::StreamExt;

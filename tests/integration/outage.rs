@@ -206,7 +206,8 @@ fn target(url: &str) -> String {
 
 /// Signs in, cuts `part` off, and checks that a request and `/ready` answer 503 with
 /// `Retry-After` naming it (the test client gives up after 10 s, where they used to
-/// hang 8 to 30 s), then that requests work again once it is back.
+/// hang 8 to 30 s) and that an open stream ends, then that requests work again once
+/// it is back.
 async fn outage(backends: Backends, part: Part) {
     let server = match part {
         Part::Database => mysql_admin_url(),
@@ -240,6 +241,7 @@ async fn outage(backends: Backends, part: Part) {
             .expect("an answer within 10 s")
     };
     assert_eq!(me().await.status(), StatusCode::OK);
+    let mut stream = EventStream::connect(&base, &alice.token, None).await;
 
     proxy.cut();
     let (name, check) = match part {
@@ -265,6 +267,10 @@ async fn outage(backends: Backends, part: Part) {
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
     let ready: Value = ready.json().await.expect("json");
     assert_eq!(ready["failing"], serde_json::json!([check]), "{ready}");
+    assert!(
+        stream.ends_within(Duration::from_secs(15)).await,
+        "a stream whose session cannot be checked ends cleanly, so the client reconnects"
+    );
 
     proxy.restore();
     wait_until("requests work again", Duration::from_secs(30), || async {
