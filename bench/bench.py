@@ -233,6 +233,11 @@ log: {{level: warn}}
     def run_idle(self):
         for backend in ("sqlite", "mariadb"):
             config, port = self.config(f"idle-{backend}", backend)
+            # The first start creates and migrates the database; the goal is for a
+            # start on a database that exists (every start but the first).
+            start = time.monotonic()
+            self.daemon(config, port).stop()
+            first = time.monotonic() - start
             start = time.monotonic()
             server = self.daemon(config, port)
             ready = time.monotonic() - start
@@ -240,8 +245,9 @@ log: {{level: warn}}
             with open(f"/proc/{server.pid}/status") as f:
                 rss = next(int(l.split()[1]) for l in f if l.startswith("VmRSS:")) / 1024
             server.stop()
-            self.results[f"idle {backend}"] = {"ready_ms": ready * 1000, "rss_mb": rss}
-            log(f"idle {backend}: ready in {ready * 1000:.0f} ms, RSS {rss:.1f} MB")
+            self.results[f"idle {backend}"] = {"ready_ms": ready * 1000, "first_ms": first * 1000, "rss_mb": rss}
+            log(f"idle {backend}: first start (new database) ready in {first * 1000:.0f} ms; "
+                f"start ready in {ready * 1000:.0f} ms, RSS {rss:.1f} MB")
 
     def run_latency(self):
         synapse_port, bare_port = free_port(), free_port()
@@ -332,6 +338,8 @@ def table(results):
             row("Synapse send → push p50 (Synapse's own)", figures["push_p50_ms"], "ms", "")
             row("added latency push → live stream p50", figures["added_p50_ms"], "ms", "≤ 1 ms")
         elif key.startswith("idle"):
+            if "first_ms" in figures:
+                row(f"{key}: first start (creates the database)", figures["first_ms"], "ms", "")
             row(f"{key}: start to ready", figures["ready_ms"], "ms", "< 100 ms")
             row(f"{key}: RSS", figures["rss_mb"], "MB", "< 12 MB")
     peers = {k: v["events_per_sec"] for k, v in r.items() if k.startswith("ingest") and "ChatSender" not in k and "baseline" not in k}

@@ -33,11 +33,7 @@ impl Chat {
             .members(room, &MembershipState::Join)
             .await?
             .into_iter()
-            .map(|m| Member {
-                user_id: m.user_id,
-                display_name: m.display_name,
-                read_event_id: None,
-            })
+            .map(Member::from)
             .collect();
         // Non-message events use up the page too, so ask for pages until `limit`
         // messages are found or the room's start is reached. Pages of state events

@@ -105,6 +105,17 @@ pub struct Member {
     pub read_event_id: Option<OwnedEventId>,
 }
 
+impl From<crate::store::MembershipRecord> for Member {
+    /// The member as the index has them; their read receipt is not known here.
+    fn from(m: crate::store::MembershipRecord) -> Self {
+        Self {
+            user_id: m.user_id,
+            display_name: m.display_name,
+            read_event_id: None,
+        }
+    }
+}
+
 /// A joined room.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct RoomSummary {

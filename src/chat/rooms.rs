@@ -61,8 +61,7 @@ impl Chat {
                 .into_iter()
                 .map(|m| Member {
                     read_event_id: read.get(&m.user_id).cloned(),
-                    user_id: m.user_id,
-                    display_name: m.display_name,
+                    ..Member::from(m)
                 })
                 .collect();
             let invited: Vec<Member> = self
@@ -70,11 +69,7 @@ impl Chat {
                 .members(&m.room_id, &MembershipState::Invite)
                 .await?
                 .into_iter()
-                .map(|m| Member {
-                    user_id: m.user_id,
-                    display_name: m.display_name,
-                    read_event_id: None,
-                })
+                .map(Member::from)
                 .collect();
             let unread = self.receipts.unread(&m.room_id, user).await?;
             let last = match record.as_ref().and_then(|r| r.last_event_id.as_ref()) {
