@@ -72,10 +72,7 @@ impl Chat {
                 .map(Member::from)
                 .collect();
             let unread = self.receipts.unread(&m.room_id, user).await?;
-            let last = match record.as_ref().and_then(|r| r.last_event_id.as_ref()) {
-                Some(id) => self.events.event(id).await?,
-                None => None,
-            };
+            let last = self.events.last_message(&m.room_id).await?;
             let last_message = last.map(|e| RoomEvent::from_record(&e)).and_then(|e| {
                 let name = name_in(&members, &e.sender);
                 Message::of(&e, name)

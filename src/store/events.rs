@@ -30,6 +30,9 @@ pub trait EventLog: Send + Sync + 'static {
     /// One recorded event.
     async fn event(&self, event_id: &EventId) -> Result<Option<EventRecord>, StoreError>;
 
+    /// The room's newest recorded message.
+    async fn last_message(&self, room_id: &RoomId) -> Result<Option<EventRecord>, StoreError>;
+
     /// The places in the log of recorded events the feed has not handled yet, oldest
     /// first.
     async fn pending(&self, limit: u32) -> Result<Vec<i64>, StoreError>;
@@ -198,6 +201,16 @@ where
             .bind(event_id.as_str())
             .fetch_optional(&self.pool)
             .await?;
+        row.map(EventRecord::try_from).transpose()
+    }
+
+    async fn last_message(&self, room_id: &RoomId) -> Result<Option<EventRecord>, StoreError> {
+        let row: Option<EventRow> = sqlx::query_as(select_events(
+            "WHERE room_id = ? AND is_message = 1 ORDER BY seq DESC LIMIT 1",
+        ))
+        .bind(room_id.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
         row.map(EventRecord::try_from).transpose()
     }
 

@@ -157,8 +157,6 @@ pub struct RoomRecord {
     pub name: Option<String>,
     pub is_direct: bool,
     pub encrypted: bool,
-    /// The newest message the feed saw.
-    pub last_event_id: Option<OwnedEventId>,
 }
 
 /// Changes to a room's record; `None` leaves a field as it is.

@@ -44,8 +44,8 @@ where
         let seqs: Vec<(i64,)> = sqlx::query_as(
             "SELECT seq FROM room_events WHERE received_at < ? \
              AND seq NOT IN (SELECT seq FROM feed_queue) \
-             AND event_id NOT IN (SELECT last_event_id FROM rooms \
-                                  WHERE last_event_id IS NOT NULL) \
+             AND seq NOT IN (SELECT MAX(seq) FROM room_events WHERE is_message = 1 \
+                             GROUP BY room_id) \
              ORDER BY seq LIMIT ?",
         )
         .bind(before)

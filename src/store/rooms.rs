@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use ruma::events::room::member::MembershipState;
-use ruma::{EventId, RoomId, UserId};
+use ruma::{RoomId, UserId};
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Type};
 
 use super::sql::{self, Dialect, SqlStore};
@@ -17,10 +17,6 @@ pub trait RoomIndex: Send + Sync + 'static {
 
     /// A room's record.
     async fn room(&self, room_id: &RoomId) -> Result<Option<RoomRecord>, StoreError>;
-
-    /// Notes each room's newest message (of rooms that are indexed), in one
-    /// transaction.
-    async fn set_last_messages(&self, last: &[(&RoomId, &EventId)]) -> Result<(), StoreError>;
 
     /// Sets a user's membership of a room.
     async fn set_membership(&self, membership: &MembershipRecord) -> Result<(), StoreError>;
@@ -68,7 +64,6 @@ struct RoomRow {
     name: Option<String>,
     is_direct: i64,
     encrypted: i64,
-    last_event_id: Option<String>,
 }
 
 impl TryFrom<RoomRow> for RoomRecord {
@@ -80,10 +75,6 @@ impl TryFrom<RoomRow> for RoomRecord {
             name: row.name.filter(|n| !n.is_empty()),
             is_direct: row.is_direct != 0,
             encrypted: row.encrypted != 0,
-            last_event_id: row
-                .last_event_id
-                .map(|id| sql::id("last_event_id", id))
-                .transpose()?,
         })
     }
 }
@@ -160,29 +151,12 @@ where
 
     async fn room(&self, room_id: &RoomId) -> Result<Option<RoomRecord>, StoreError> {
         let row: Option<RoomRow> = sqlx::query_as(
-            "SELECT room_id, name, is_direct, encrypted, last_event_id FROM rooms \
-             WHERE room_id = ?",
+            "SELECT room_id, name, is_direct, encrypted FROM rooms WHERE room_id = ?",
         )
         .bind(room_id.as_str())
         .fetch_optional(&self.pool)
         .await?;
         row.map(RoomRecord::try_from).transpose()
-    }
-
-    async fn set_last_messages(&self, last: &[(&RoomId, &EventId)]) -> Result<(), StoreError> {
-        if last.is_empty() {
-            return Ok(());
-        }
-        let mut tx = self.pool.begin().await?;
-        for (room_id, event_id) in last {
-            sqlx::query("UPDATE rooms SET last_event_id = ? WHERE room_id = ?")
-                .bind(event_id.as_str())
-                .bind(room_id.as_str())
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
     }
 
     async fn set_membership(&self, m: &MembershipRecord) -> Result<(), StoreError> {

@@ -361,9 +361,6 @@ impl Ingest {
                 let Some(message) = Message::of(event, name) else {
                     return Ok(());
                 };
-                round
-                    .last_messages
-                    .insert(room.clone(), event.event_id.clone());
                 let to = self.members.ours(index, ns, room).await?;
                 let kind = StreamKind::Message;
                 round.add(

@@ -1,10 +1,7 @@
-//! One round of feeding: the events of a batch applied to the room index, and what
-//! is written for them at the end of the round (last messages, live deliveries), in
-//! few writes.
+//! One round of feeding: the events of a batch applied to the room index, and the
+//! live deliveries written for them at the end of the round, in few writes.
 
-use std::collections::HashMap;
-
-use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId};
+use ruma::{EventId, OwnedEventId, OwnedUserId};
 
 use super::{FeedError, Ingest};
 use crate::live::{Delivery, StreamKind};
@@ -14,8 +11,6 @@ use crate::live::{Delivery, StreamKind};
 pub(super) struct Round {
     /// The places in the log of the events applied.
     pub(super) applied: Vec<i64>,
-    /// The newest message of each room in the round.
-    pub(super) last_messages: HashMap<OwnedRoomId, OwnedEventId>,
     /// Each event's deliveries, in order.
     pub(super) deliveries: Vec<(OwnedEventId, Vec<Delivery>)>,
 }
@@ -48,30 +43,13 @@ pub(super) fn deliveries(
 }
 
 impl Ingest {
-    /// Writes a round's last messages, then its deliveries (a client that has an event
-    /// finds it in `/rooms` too). Deliveries go all at once, or, if that fails, event
-    /// by event, so an event that keeps failing is found and, in time, skipped. On a
-    /// failure `round.applied` is emptied: the round is fed again, and feeding again
-    /// delivers nothing twice.
+    /// Writes a round's deliveries all at once, or, if that fails, event by event, so
+    /// an event that keeps failing is found and, in time, skipped. On a failure
+    /// `round.applied` is emptied: the round is fed again, and feeding again delivers
+    /// nothing twice. (A room's last message in `/rooms` is read from the event log,
+    /// where it is from its recording on, so a client that has an event finds it
+    /// there too.)
     pub(super) async fn flush(&self, round: &mut Round) -> Result<(), FeedError> {
-        let last: Vec<(&RoomId, &EventId)> = round
-            .last_messages
-            .iter()
-            .map(|(room, event)| (&**room, &**event))
-            .collect();
-        let written = if last.is_empty() {
-            Ok(())
-        } else {
-            self.rooms.set_last_messages(&last).await
-        };
-        if let Err(error) = written {
-            round.applied.clear();
-            return Err(error.into());
-        }
-        self.flush_deliveries(round).await
-    }
-
-    async fn flush_deliveries(&self, round: &mut Round) -> Result<(), FeedError> {
         let all: Vec<Delivery> = round
             .deliveries
             .iter()

@@ -117,6 +117,14 @@ impl EventLog for MemoryStore {
         Ok(found.map(|(e, _)| e.clone()))
     }
 
+    async fn last_message(&self, room_id: &RoomId) -> Result<Option<EventRecord>, StoreError> {
+        let s = self.at("events")?;
+        let mut messages = s.events.iter().rev().map(|(e, _)| e);
+        Ok(messages
+            .find(|e| e.room_id == room_id && e.is_message())
+            .cloned())
+    }
+
     async fn pending(&self, limit: u32) -> Result<Vec<i64>, StoreError> {
         let s = self.at("events")?;
         let pending = s.events.iter().zip(1..).filter(|((_, fed), _)| !fed);

@@ -21,23 +21,12 @@ impl RoomIndex for MemoryStore {
                 name: None,
                 is_direct: false,
                 encrypted: false,
-                last_event_id: None,
             });
         if let Some(name) = &update.name {
             room.name.clone_from(name);
         }
         room.is_direct = update.is_direct.unwrap_or(room.is_direct);
         room.encrypted = update.encrypted.unwrap_or(room.encrypted);
-        Ok(())
-    }
-
-    async fn set_last_messages(&self, last: &[(&RoomId, &EventId)]) -> Result<(), StoreError> {
-        let mut s = self.at("rooms")?;
-        for (room_id, event_id) in last {
-            if let Some(room) = s.rooms.get_mut(*room_id) {
-                room.last_event_id = Some((*event_id).to_owned());
-            }
-        }
         Ok(())
     }
 
