@@ -292,6 +292,7 @@ impl Settings {
             anyhow::bail!("database.retention_days: must be 1 to 3650");
         }
         for (key, value) in [
+            ("max_connections", self.server.max_connections),
             (
                 "max_streams_per_session",
                 self.server.max_streams_per_session,
@@ -457,5 +458,23 @@ mod tests {
             format!("{err:#}").contains("database.max_connections"),
             "{err:#}"
         );
+        for (section, bad, named) in [
+            ("server", "{max_connections: 0}", "server.max_connections"),
+            (
+                "server",
+                "{max_streams_per_user: 0}",
+                "server.max_streams_per_user",
+            ),
+            (
+                "server",
+                "{request_header_timeout_secs: 0}",
+                "server.request_header_timeout_secs",
+            ),
+            ("database", "{retention_days: 0}", "database.retention_days"),
+            ("redis", "{timeout_ms: 1}", "redis.timeout_ms"),
+        ] {
+            let err = parse(&format!("{MINIMAL}{section}: {bad}\n")).expect_err(named);
+            assert!(format!("{err:#}").starts_with(named), "{err:#}");
+        }
     }
 }
