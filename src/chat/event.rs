@@ -495,6 +495,27 @@ mod tests {
     }
 
     #[test]
+    fn the_store_counts_as_messages_exactly_what_the_feed_shows_as_messages() {
+        for (event_type, state_key) in [
+            ("m.room.message", None),
+            ("m.room.message", Some("")),
+            ("m.room.encrypted", None),
+            ("m.sticker", None),
+            ("m.room.name", Some("")),
+            ("m.room.member", Some("@a:x")),
+            ("m.reaction", None),
+        ] {
+            let record = envelope(&event(event_type, state_key, json!({"body": "b"})))
+                .expect("a room event");
+            let shown = matches!(
+                RoomEvent::from_record(&record).content,
+                Content::Message { .. }
+            );
+            assert_eq!(record.is_message(), shown, "{event_type} {state_key:?}");
+        }
+    }
+
+    #[test]
     fn envelopes_refuse_what_is_not_a_room_event() {
         assert!(envelope(&raw(json!({"type": "m.room.message"}))).is_err());
         assert!(envelope(&raw(json!("text"))).is_err());

@@ -76,7 +76,8 @@ impl Slots {
     }
 
     /// Streams open now.
-    pub fn in_use(&self) -> usize {
+    #[cfg(test)]
+    fn in_use(&self) -> usize {
         self.open().users.values().sum()
     }
 }

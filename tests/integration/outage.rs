@@ -14,48 +14,21 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clients::{User, room_of_two};
 use crate::harness::{Backends, EventStream, TestApp, http, unique, wait_until};
-use crate::provision::{CacheKind, StoreKind, mysql_admin_url, redis_url};
+use crate::on_backend;
+use crate::provision::{mysql_admin_url, redis_url};
 
-mod a_database_outage {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "integration test: needs Synapse, MariaDB and Redis; run ./scripts/test"]
-    async fn mariadb_embedded() {
-        let backends = super::Backends {
-            store: super::StoreKind::Mariadb,
-            cache: super::CacheKind::Embedded,
-        };
-        if backends.available() {
-            super::outage(backends, super::Part::Database).await;
-        }
-    }
+on_backend!(
+    a_database_outage: mariadb_embedded(Mariadb, Embedded),
+    a_redis_outage: sqlite_redis(Sqlite, Redis),
+    redis_restarted_empty: sqlite_redis(Sqlite, Redis),
+);
+
+async fn a_database_outage(backends: Backends) {
+    outage(backends, Part::Database).await;
 }
 
-mod a_redis_outage {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "integration test: needs Synapse, MariaDB and Redis; run ./scripts/test"]
-    async fn sqlite_redis() {
-        let backends = super::Backends {
-            store: super::StoreKind::Sqlite,
-            cache: super::CacheKind::Redis,
-        };
-        if backends.available() {
-            super::outage(backends, super::Part::Redis).await;
-        }
-    }
-}
-
-mod redis_restarted_empty {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "integration test: needs Synapse, MariaDB and Redis; run ./scripts/test"]
-    async fn sqlite_redis() {
-        let backends = super::Backends {
-            store: super::StoreKind::Sqlite,
-            cache: super::CacheKind::Redis,
-        };
-        if backends.available() {
-            super::redis_restarted_empty(backends).await;
-        }
-    }
+async fn a_redis_outage(backends: Backends) {
+    outage(backends, Part::Redis).await;
 }
 
 /// Redis restarted without its data: sessions are gone (sign in again, as the README

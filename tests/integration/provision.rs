@@ -268,6 +268,28 @@ macro_rules! for_each_backend {
     };
 }
 
+/// Declares, for each async fn `name(Backends)`, one test on the one store × cache
+/// it is about (`name: mariadb_embedded(Mariadb, Embedded)`): for what only those
+/// backends have, such as an outage of MariaDB or of Redis.
+#[macro_export]
+macro_rules! on_backend {
+    ($($name:ident: $test:ident($store:ident, $cache:ident)),* $(,)?) => {
+        $(
+            mod $name {
+                use $crate::provision::{Backends, CacheKind, StoreKind};
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[ignore = "integration test: needs Synapse, MariaDB and Redis; run ./scripts/test"]
+                async fn $test() {
+                    let backends = Backends { store: StoreKind::$store, cache: CacheKind::$cache };
+                    if backends.available() {
+                        super::$name(backends).await;
+                    }
+                }
+            }
+        )*
+    };
+}
+
 /// Declares one test on SQLite with the embedded cache for each async fn
 /// `name(Backends)`: for what the backends do not change.
 #[macro_export]

@@ -85,6 +85,11 @@ impl StoreHealth for MemoryStore {
     }
 }
 
+/// Where the event at `seq` (its place in the log, from 1) is in `State::events`.
+fn index_of(seq: i64) -> Option<usize> {
+    usize::try_from(seq - 1).ok()
+}
+
 #[async_trait]
 impl EventLog for MemoryStore {
     async fn record_transaction(
@@ -135,7 +140,7 @@ impl EventLog for MemoryStore {
         let s = self.at("events")?;
         let mut seqs = seqs.to_vec();
         seqs.sort_unstable();
-        let at = |seq: i64| usize::try_from(seq - 1).ok().and_then(|i| s.events.get(i));
+        let at = |seq: i64| index_of(seq).and_then(|i| s.events.get(i));
         Ok(seqs
             .into_iter()
             .filter_map(|seq| at(seq).map(|(e, _)| (seq, e.clone())))
@@ -145,10 +150,7 @@ impl EventLog for MemoryStore {
     async fn mark_fed(&self, seqs: &[i64]) -> Result<(), StoreError> {
         let mut s = self.at("events")?;
         for seq in seqs {
-            if let Some((_, fed)) = usize::try_from(seq - 1)
-                .ok()
-                .and_then(|i| s.events.get_mut(i))
-            {
+            if let Some((_, fed)) = index_of(*seq).and_then(|i| s.events.get_mut(i)) {
                 *fed = true;
             }
         }
