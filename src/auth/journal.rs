@@ -1,7 +1,9 @@
-//! The records a login leaves (the key's last login, the audit entry), written by one
-//! task: concurrent logins share a transaction, so one commit (one fsync) makes many
-//! durable, and each login still waits until its own records are.
+//! Group commit for the records a login leaves (its session in embedded mode, the
+//! key's last login, the audit entry): one task per kind writes what arrives together
+//! in one transaction, so one commit (one fsync) makes many durable, and each login
+//! still waits until its own records are.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
@@ -11,55 +13,77 @@ use crate::store::{AuditEntry, AuditLog, StoreError};
 /// Records written in one transaction at most.
 const MAX_BATCH: usize = 256;
 
-struct Pending {
-    entry: AuditEntry,
-    /// The key that signed in, and when.
-    login: Option<(String, i64)>,
-    done: oneshot::Sender<Result<(), Arc<StoreError>>>,
+type Done = oneshot::Sender<Result<(), Arc<StoreError>>>;
+
+/// A writer's queue; its task ends when the last clone is dropped.
+pub(super) struct GroupCommit<T> {
+    queue: mpsc::UnboundedSender<(T, Done)>,
+    /// What the writer writes, for errors.
+    what: &'static str,
 }
 
-/// The writer's queue; the task ends when the last clone is dropped.
-#[derive(Clone)]
-pub(super) struct Journal {
-    queue: mpsc::UnboundedSender<Pending>,
+impl<T> Clone for GroupCommit<T> {
+    fn clone(&self) -> Self {
+        Self {
+            queue: self.queue.clone(),
+            what: self.what,
+        }
+    }
 }
 
-impl Journal {
-    /// Starts the writer (on the current tokio runtime).
-    pub(super) fn start(log: Arc<dyn AuditLog>) -> Self {
-        let (queue, mut incoming) = mpsc::unbounded_channel::<Pending>();
+impl<T: Send + 'static> GroupCommit<T> {
+    /// Starts the writer (on the current tokio runtime): `write` stores a batch in
+    /// one transaction.
+    pub(super) fn start<F, Fut>(what: &'static str, write: F) -> Self
+    where
+        F: Fn(Vec<T>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), StoreError>> + Send,
+    {
+        let (queue, mut incoming) = mpsc::unbounded_channel::<(T, Done)>();
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(MAX_BATCH);
             while incoming.recv_many(&mut batch, MAX_BATCH).await > 0 {
-                let entries: Vec<AuditEntry> = batch.iter().map(|p| p.entry.clone()).collect();
-                let logins: Vec<(String, i64)> =
-                    batch.iter().filter_map(|p| p.login.clone()).collect();
-                let result = log.append(&entries, &logins).await.map_err(Arc::new);
-                for pending in batch.drain(..) {
+                let (records, waiting): (Vec<T>, Vec<Done>) = batch.drain(..).unzip();
+                let result = write(records).await.map_err(Arc::new);
+                for done in waiting {
                     // A login that gave up waiting no longer cares.
-                    let _ = pending.done.send(result.clone());
+                    let _ = done.send(result.clone());
                 }
             }
         });
-        Self { queue }
+        Self { queue, what }
     }
 
-    /// Writes `entry` (and, for a login, the key's last login) and waits until it is
-    /// durable.
-    pub(super) async fn write(
-        &self,
-        entry: AuditEntry,
-        login: Option<(String, i64)>,
-    ) -> Result<(), StoreError> {
+    /// Writes `record` and waits until it is durable.
+    pub(super) async fn write(&self, record: T) -> Result<(), StoreError> {
         let (done, written) = oneshot::channel();
-        let pending = Pending { entry, login, done };
         self.queue
-            .send(pending)
-            .map_err(|_| StoreError::Stopped("the audit writer"))?;
+            .send((record, done))
+            .map_err(|_| StoreError::Stopped(self.what))?;
         written
             .await
-            .map_err(|_| StoreError::Stopped("the audit writer"))?
+            .map_err(|_| StoreError::Stopped(self.what))?
             .map_err(StoreError::Shared)
+    }
+}
+
+/// An audit entry and, for a login, the key that signed in and when.
+pub(super) type JournalEntry = (AuditEntry, Option<(String, i64)>);
+
+/// The audit log's writer.
+pub(super) type Journal = GroupCommit<JournalEntry>;
+
+impl Journal {
+    /// The writer of `log`.
+    pub(super) fn journal(log: Arc<dyn AuditLog>) -> Self {
+        Self::start("the audit writer", move |batch: Vec<JournalEntry>| {
+            let log = log.clone();
+            async move {
+                let (entries, logins): (Vec<AuditEntry>, Vec<_>) = batch.into_iter().unzip();
+                let logins: Vec<(String, i64)> = logins.into_iter().flatten().collect();
+                log.append(&entries, &logins).await
+            }
+        })
     }
 }
 
@@ -117,11 +141,11 @@ mod tests {
             gate: Semaphore::new(0),
             appends: AtomicUsize::new(0),
         });
-        let journal = Journal::start(log.clone());
+        let journal = Journal::journal(log.clone());
         let writes: Vec<_> = (0..11)
             .map(|n| {
                 let journal = journal.clone();
-                tokio::spawn(async move { journal.write(entry(n), None).await })
+                tokio::spawn(async move { journal.write((entry(n), None)).await })
             })
             .collect();
         while log.appends.load(Ordering::SeqCst) == 0 {
@@ -148,11 +172,14 @@ mod tests {
     async fn a_failed_transaction_fails_every_write_in_it() {
         let store = Arc::new(MemoryStore::default());
         store.fail("audit", true);
-        let journal = Journal::start(store.clone());
-        let error = journal.write(entry(1), None).await.expect_err("fails");
+        let journal = Journal::journal(store.clone());
+        let error = journal.write((entry(1), None)).await.expect_err("fails");
         assert!(error.to_string().contains("audit made to fail"), "{error}");
         store.fail("audit", false);
-        journal.write(entry(2), None).await.expect("written again");
+        journal
+            .write((entry(2), None))
+            .await
+            .expect("written again");
         assert_eq!(store.audit_log(10).await.expect("log"), [entry(2)]);
     }
 }

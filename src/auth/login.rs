@@ -94,18 +94,18 @@ impl Auth {
         let entry = audit_entry(event, key, ip, detail);
         // The audit log must not turn a failed login into an error, but its loss is
         // logged.
-        if let Err(error) = self.journal.write(entry, None).await {
+        if let Err(error) = self.journal.write((entry, None)).await {
             tracing::error!(%error, event = event.as_str(), "could not write the audit log");
         }
     }
 
     /// Issues a challenge for `public_key`. Unknown and revoked keys get one of the
-    /// same shape (it can never be used); a malformed key is refused.
+    /// same shape (it can never be used); a malformed or weak key is refused.
     pub async fn challenge(&self, public_key: &str, ip: IpAddr) -> Result<Challenge, AuthError> {
         let limits = &self.settings.rate_limits;
         self.limit("challenge-ip", &rate_subject(ip), limits.challenge_per_ip)
             .await?;
-        let key = PublicKey::from_base64(public_key).map_err(|e| {
+        let key = PublicKey::from_base64_at_login(public_key).map_err(|e| {
             tracing::info!(%ip, error = %e, "challenge for a malformed public key");
             AuthError::Forbidden
         })?;
@@ -197,7 +197,7 @@ impl Auth {
         let entry = audit_entry(AuditEvent::LoginSuccess, Some(&key), ip, None);
         // The key's last login and the audit entry, committed with other logins'.
         self.journal
-            .write(entry, Some((key.key_id.clone(), now)))
+            .write((entry, Some((key.key_id.clone(), now))))
             .await?;
         Ok(NewSession {
             access_token,
@@ -223,8 +223,8 @@ impl Auth {
         };
         let pending: PendingChallenge =
             serde_json::from_slice(&pending).map_err(|e| corrupt("challenge", e))?;
-        let public_key =
-            PublicKey::from_base64(&pending.public_key).map_err(|e| corrupt("challenge", e))?;
+        let public_key = PublicKey::from_base64_at_login(&pending.public_key)
+            .map_err(|e| corrupt("challenge", e))?;
         let key = self
             .keys
             .key_by_fingerprint(&public_key.fingerprint())

@@ -116,7 +116,7 @@ impl Auth {
     ) -> Self {
         Self {
             keys,
-            journal: journal::Journal::start(audit),
+            journal: journal::Journal::journal(audit),
             cache,
             sessions,
             puppets,

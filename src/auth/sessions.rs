@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::AuthError;
+use super::journal::GroupCommit;
 use crate::cache::Cache;
 use crate::store::{SessionRecord, SessionStore};
 use crate::time::{ms, now_ms};
@@ -44,19 +45,27 @@ pub trait Sessions: Send + Sync + 'static {
 /// Sessions in the database.
 pub struct DatabaseSessions {
     store: Arc<dyn SessionStore>,
+    /// New sessions, written together with those of concurrent logins.
+    created: GroupCommit<SessionRecord>,
 }
 
 impl DatabaseSessions {
-    /// Sessions in the database's `sessions` table.
+    /// Sessions in the database's `sessions` table (starts the writer of new sessions:
+    /// call it on the runtime).
     pub fn new(store: Arc<dyn SessionStore>) -> Self {
-        Self { store }
+        let writer = store.clone();
+        let created = GroupCommit::start("the session writer", move |sessions| {
+            let store = writer.clone();
+            async move { store.create_sessions(&sessions).await }
+        });
+        Self { store, created }
     }
 }
 
 #[async_trait]
 impl Sessions for DatabaseSessions {
     async fn create(&self, session: &SessionRecord, _idle: Duration) -> Result<(), AuthError> {
-        Ok(self.store.create_session(session).await?)
+        Ok(self.created.write(session.clone()).await?)
     }
 
     async fn get(&self, token_hash: &[u8; 32]) -> Result<Option<SessionRecord>, AuthError> {

@@ -1,9 +1,10 @@
 //! Puppets: the Matrix user of each ChatSender user, registered on the homeserver by
 //! the application service the first time it is needed.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
 
-use ruma::UserId;
+use ruma::{OwnedUserId, UserId};
 
 use super::Namespace;
 use crate::matrix::{Homeserver, HomeserverError};
@@ -25,6 +26,9 @@ pub struct Puppets {
     namespace: Namespace,
     homeserver: Arc<dyn Homeserver>,
     users: Arc<dyn UserStore>,
+    /// Puppets this daemon saw registered (which lasts): a login need not read the
+    /// store to know.
+    registered: Arc<Mutex<HashSet<OwnedUserId>>>,
 }
 
 impl Puppets {
@@ -38,6 +42,7 @@ impl Puppets {
             namespace,
             homeserver,
             users,
+            registered: Arc::default(),
         }
     }
 
@@ -49,8 +54,12 @@ impl Puppets {
     /// Registers the user's puppet on the homeserver unless that was done, giving it
     /// the user's display name. Safe to call again (an existing user is kept).
     pub async fn register(&self, user_id: &UserId) -> Result<(), PuppetError> {
+        if self.known_registered(user_id) {
+            return Ok(());
+        }
         let user = self.users.user(user_id).await?;
         if user.as_ref().is_some_and(|u| u.registered_at.is_some()) {
+            self.remember_registered(user_id);
             return Ok(());
         }
         self.homeserver.register_puppet(user_id).await?;
@@ -61,7 +70,24 @@ impl Puppets {
             self.users.create_user(user_id, None).await?;
         }
         self.users.mark_registered(user_id, now_ms()).await?;
+        self.remember_registered(user_id);
         Ok(())
+    }
+
+    fn known_registered(&self, user_id: &UserId) -> bool {
+        let registered = self
+            .registered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        registered.contains(user_id)
+    }
+
+    fn remember_registered(&self, user_id: &UserId) {
+        let mut registered = self
+            .registered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        registered.insert(user_id.to_owned());
     }
 
     /// Makes `user_id` a registered puppet with `display_name` (creating the user).

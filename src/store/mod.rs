@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
+use sqlx::Connection;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
@@ -154,6 +155,9 @@ impl Stores {
 /// How long a starting daemon waits for MariaDB to answer.
 const START_WAIT: Duration = Duration::from_secs(30);
 
+/// A MariaDB connection idle this long is pinged before it is used again.
+const PING_WHEN_IDLE: Duration = Duration::from_secs(1);
+
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 static MYSQL_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/mysql");
 
@@ -191,6 +195,9 @@ async fn open_sqlite(
     }
     let pool = SqlitePoolOptions::new()
         .max_connections(max_connections)
+        // A SQLite connection is a file handle in this process: pinging it before
+        // each statement (sqlx's default) only costs a hand-off to its worker thread.
+        .test_before_acquire(false)
         .connect_with(options)
         .await?;
     SQLITE_MIGRATIONS.run(&pool).await?;
@@ -213,6 +220,18 @@ async fn open_mysql(
             // With MariaDB down a request waits this long for a connection, then
             // gets 503.
             .acquire_timeout(timeout)
+            // Ping only a connection that sat idle a while (MariaDB may have gone
+            // away meanwhile), not one in use a moment ago: a round trip per statement
+            // is sqlx's default.
+            .test_before_acquire(false)
+            .before_acquire(|connection, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_WHEN_IDLE {
+                        connection.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(options.clone())
             .await;
         match pool {

@@ -2,16 +2,16 @@
 //! the hash of their token.
 
 use async_trait::async_trait;
-use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Type};
+use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, QueryBuilder, Type};
 
-use super::sql::{self, Dialect, SqlStore};
+use super::sql::{self, CHUNK, Dialect, SqlStore};
 use super::{SessionRecord, StoreError};
 
 /// Sessions in the database.
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
-    /// Stores a new session.
-    async fn create_session(&self, session: &SessionRecord) -> Result<(), StoreError>;
+    /// Stores new sessions, in one transaction.
+    async fn create_sessions(&self, sessions: &[SessionRecord]) -> Result<(), StoreError>;
 
     /// The session with this token hash, if it exists and its key is not revoked.
     async fn session(&self, token_hash: &[u8; 32]) -> Result<Option<SessionRecord>, StoreError>;
@@ -75,25 +75,33 @@ where
     for<'r> &'r str: ColumnIndex<DB::Row>,
     usize: ColumnIndex<DB::Row>,
 {
-    async fn create_session(&self, s: &SessionRecord) -> Result<(), StoreError> {
+    async fn create_sessions(&self, sessions: &[SessionRecord]) -> Result<(), StoreError> {
+        let Some(oldest) = sessions.iter().map(|s| s.created_at).min() else {
+            return Ok(());
+        };
+        let mut tx = self.pool.begin().await?;
         // Sessions past their absolute end are never valid again: drop them here rather
-        // than in a background job (indexed, outside any transaction).
+        // than in a background job (indexed).
         sqlx::query("DELETE FROM sessions WHERE expires_at < ?")
-            .bind(s.created_at)
-            .execute(&self.pool)
+            .bind(oldest)
+            .execute(&mut *tx)
             .await?;
-        sqlx::query(
-            "INSERT INTO sessions (token_hash, key_id, user_id, created_at, last_seen_at, \
-             expires_at) VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&s.token_hash[..])
-        .bind(s.key_id.as_str())
-        .bind(s.user_id.as_str())
-        .bind(s.created_at)
-        .bind(s.last_seen_at)
-        .bind(s.expires_at)
-        .execute(&self.pool)
-        .await?;
+        for chunk in sessions.chunks(CHUNK) {
+            let mut query = QueryBuilder::<DB>::new(
+                "INSERT INTO sessions (token_hash, key_id, user_id, created_at, last_seen_at, \
+                 expires_at) ",
+            );
+            query.push_values(chunk, |mut row, s| {
+                row.push_bind(&s.token_hash[..])
+                    .push_bind(s.key_id.as_str())
+                    .push_bind(s.user_id.as_str())
+                    .push_bind(s.created_at)
+                    .push_bind(s.last_seen_at)
+                    .push_bind(s.expires_at);
+            });
+            query.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 

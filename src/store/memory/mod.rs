@@ -260,9 +260,11 @@ impl KeyStore for MemoryStore {
 
 #[async_trait]
 impl SessionStore for MemoryStore {
-    async fn create_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
+    async fn create_sessions(&self, sessions: &[SessionRecord]) -> Result<(), StoreError> {
         let mut s = self.at("sessions")?;
-        s.sessions.insert(session.token_hash, session.clone());
+        for session in sessions {
+            s.sessions.insert(session.token_hash, session.clone());
+        }
         Ok(())
     }
 
