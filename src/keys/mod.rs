@@ -39,7 +39,8 @@ pub enum KeyError {
     Encode(String),
 }
 
-/// A public key that passed every check: safe to register and to verify against.
+/// A public key that passed every check (safe to register and to verify against), or,
+/// from [`PublicKey::from_base64_at_login`], every check but the torsion check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PublicKey(VerifyingKey);
 
