@@ -50,10 +50,11 @@ pub struct LoginResponse {
     pub expires_at: String,
 }
 
-/// Issues a login challenge. Unknown and revoked keys get the same answer.
+/// Issues a login challenge. Unknown and revoked keys get the same answer, and so do
+/// keys that could never be registered for a torsion component.
 #[utoipa::path(post, path = "/api/v1/auth/challenge", tag = "auth",
     request_body = ChallengeRequest,
-    responses((status = 200, body = ChallengeResponse), (status = 401, description = "malformed key"),
+    responses((status = 200, body = ChallengeResponse), (status = 401, description = "malformed or weak key"),
               (status = 429, description = "rate limited")))]
 pub async fn challenge(
     State(state): State<ApiState>,
