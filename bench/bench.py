@@ -331,6 +331,7 @@ def table(results):
         elif key.startswith("fanout"):
             row(f"{key}: all delivered", figures["all_ms"], "ms", "K=10,000: < 250 ms" if "10000" in key else "")
             row(f"{key}: RSS", figures["rss_mb"], "MB", "K=10,000: < 200 MB" if "10000" in key else "")
+            row(f"{key}: CPU while the streams are idle", figures.get("idle_cpu_pct"), "% of a core", "")
         elif key.startswith("logins"):
             goal = "≥ 2,000/s" if "sqlite" in key else "≥ 3,000/s"
             row(key, figures["logins_per_sec"], "/s", goal)

@@ -521,6 +521,18 @@ pub async fn fanout(
         }
     }
     let memory = pid.and_then(rss_mb);
+    // What K open streams cost while nothing happens: the daemon's CPU over a quiet
+    // window, as a share of one core.
+    let idle = Duration::from_secs(5);
+    let before = pid.and_then(cpu_seconds);
+    tokio::time::sleep(idle).await;
+    let idle_cpu = pid
+        .and_then(cpu_seconds)
+        .zip(before)
+        .map(|(after, before)| (after - before) / idle.as_secs_f64() * 100.0);
+    if let Some(share) = idle_cpu {
+        eprintln!("fanout K={k}: {k} idle streams: {share:.1}% of a core");
+    }
     for watcher in watchers {
         watcher.abort();
     }
@@ -532,5 +544,6 @@ pub async fn fanout(
         "all_ms": max(|w| w.2),
         "rss_mb": memory.map(|m| m.0),
         "peak_rss_mb": memory.map(|m| m.1),
+        "idle_cpu_pct": idle_cpu,
     }))
 }

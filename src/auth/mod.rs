@@ -8,10 +8,10 @@ mod journal;
 mod login;
 pub mod sessions;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use ruma::OwnedUserId;
 use sha2::{Digest, Sha256};
 
@@ -21,8 +21,7 @@ pub use sessions::Sessions;
 use crate::cache::{Cache, CacheError};
 use crate::config::AuthSettings;
 use crate::identity::{PuppetError, Puppets};
-use crate::live::SessionCheck;
-use crate::store::{AuditLog, KeyStore, StoreError};
+use crate::store::{AuditLog, KeyStore, SessionRecord, StoreError};
 use crate::time::{ms, now_ms};
 
 /// Why an auth operation failed.
@@ -145,12 +144,11 @@ impl Auth {
         let Some(session) = self.sessions.get(&hash).await? else {
             return Err(AuthError::UnknownToken);
         };
-        let now = now_ms();
-        if now >= session.expires_at || now - session.last_seen_at >= ms(self.idle()) {
+        if !self.within_lifetimes(&session, now_ms()) {
             self.sessions.delete(&hash).await?;
             return Err(AuthError::UnknownToken);
         }
-        self.sessions.touch(&session, now, self.idle()).await?;
+        self.sessions.touch(&session, now_ms(), self.idle()).await?;
         Ok(Authenticated {
             user_id: session.user_id,
             key_id: session.key_id,
@@ -158,46 +156,35 @@ impl Auth {
         })
     }
 
-    /// Whether the session still stands (not ended, expired, idle too long or
-    /// revoked), without counting as activity: an open event stream is not use, so a
-    /// session behind one ends at the idle timeout like any other, in both modes.
-    pub async fn is_valid(&self, who: &Authenticated) -> Result<(), AuthError> {
-        let session = self
-            .sessions
-            .get(&who.token_hash)
-            .await?
-            .ok_or(AuthError::UnknownToken)?;
-        let now = now_ms();
-        if now >= session.expires_at || now - session.last_seen_at >= ms(self.idle()) {
-            return Err(AuthError::UnknownToken);
-        }
-        Ok(())
+    /// Whether `session` is within both lifetimes at `now` (ms).
+    fn within_lifetimes(&self, session: &SessionRecord, now: i64) -> bool {
+        now < session.expires_at && now - session.last_seen_at < ms(self.idle())
     }
 
-    /// The check an open event stream makes now and then.
-    pub fn session_check(&self, who: Authenticated) -> Box<dyn SessionCheck> {
-        Box::new(OpenSession {
-            auth: self.clone(),
-            who,
-        })
+    /// Of these sessions (token hashes), those that no longer stand: ended, expired,
+    /// idle too long or revoked. Reading them does not count as activity: an open
+    /// event stream is not use, so a session behind one ends at the idle timeout like
+    /// any other, in both modes. Thousands take a few round trips.
+    pub async fn ended(&self, sessions: &[[u8; 32]]) -> Result<Vec<[u8; 32]>, AuthError> {
+        let now = now_ms();
+        let standing: HashSet<[u8; 32]> = self
+            .sessions
+            .get_many(sessions)
+            .await?
+            .into_iter()
+            .filter(|s| self.within_lifetimes(s, now))
+            .map(|s| s.token_hash)
+            .collect();
+        Ok(sessions
+            .iter()
+            .filter(|hash| !standing.contains(*hash))
+            .copied()
+            .collect())
     }
 
     /// Ends the session.
     pub async fn logout(&self, who: &Authenticated) -> Result<(), AuthError> {
         self.sessions.delete(&who.token_hash).await?;
         Ok(())
-    }
-}
-
-/// A session behind an open event stream.
-struct OpenSession {
-    auth: Auth,
-    who: Authenticated,
-}
-
-#[async_trait]
-impl SessionCheck for OpenSession {
-    async fn still_valid(&self) -> bool {
-        self.auth.is_valid(&self.who).await.is_ok()
     }
 }

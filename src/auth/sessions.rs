@@ -2,6 +2,7 @@
 //! the same database, ends them at once), Redis in production (shared by daemons).
 //! Which one is decided once, at start-up.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +23,10 @@ pub trait Sessions: Send + Sync + 'static {
 
     /// The session, unless it is unknown or its key was revoked.
     async fn get(&self, token_hash: &[u8; 32]) -> Result<Option<SessionRecord>, AuthError>;
+
+    /// Of these sessions, those `get` would return, in any order; in a few round trips
+    /// for thousands.
+    async fn get_many(&self, token_hashes: &[[u8; 32]]) -> Result<Vec<SessionRecord>, AuthError>;
 
     /// Records activity at `now` (ms): the idle lifetime starts again.
     async fn touch(
@@ -70,6 +75,10 @@ impl Sessions for DatabaseSessions {
 
     async fn get(&self, token_hash: &[u8; 32]) -> Result<Option<SessionRecord>, AuthError> {
         Ok(self.store.session(token_hash).await?)
+    }
+
+    async fn get_many(&self, token_hashes: &[[u8; 32]]) -> Result<Vec<SessionRecord>, AuthError> {
+        Ok(self.store.sessions(token_hashes).await?)
     }
 
     async fn touch(
@@ -170,6 +179,21 @@ fn encode(session: &SessionRecord) -> Result<Vec<u8>, AuthError> {
     .map_err(corrupt)
 }
 
+/// A session read from its cache entry.
+fn decode(token_hash: &[u8; 32], bytes: &[u8]) -> Result<SessionRecord, AuthError> {
+    let cached: CachedSession = serde_json::from_slice(bytes).map_err(corrupt)?;
+    Ok(SessionRecord {
+        token_hash: *token_hash,
+        key_id: cached.key_id,
+        user_id: cached.user_id.try_into().map_err(corrupt)?,
+        created_at: cached.created_at,
+        // The entry's time to live is the idle clock (`touch` restarts it): an entry
+        // that is still there has not been idle too long.
+        last_seen_at: now_ms(),
+        expires_at: cached.expires_at,
+    })
+}
+
 #[async_trait]
 impl Sessions for CacheSessions {
     async fn create(&self, session: &SessionRecord, idle: Duration) -> Result<(), AuthError> {
@@ -195,25 +219,38 @@ impl Sessions for CacheSessions {
         let Some(bytes) = self.cache.get(&session_key(token_hash)).await? else {
             return Ok(None);
         };
-        let cached: CachedSession = serde_json::from_slice(&bytes).map_err(corrupt)?;
+        let session = decode(token_hash, &bytes)?;
         if self
             .cache
-            .get(&revoked_key(&cached.key_id))
+            .get(&revoked_key(&session.key_id))
             .await?
             .is_some()
         {
             return Ok(None);
         }
-        Ok(Some(SessionRecord {
-            token_hash: *token_hash,
-            key_id: cached.key_id,
-            user_id: cached.user_id.try_into().map_err(corrupt)?,
-            created_at: cached.created_at,
-            // The entry's time to live is the idle clock (`touch` restarts it): an
-            // entry that is still there has not been idle too long.
-            last_seen_at: now_ms(),
-            expires_at: cached.expires_at,
-        }))
+        Ok(Some(session))
+    }
+
+    async fn get_many(&self, token_hashes: &[[u8; 32]]) -> Result<Vec<SessionRecord>, AuthError> {
+        let keys: Vec<String> = token_hashes.iter().map(session_key).collect();
+        let mut sessions = Vec::new();
+        for (hash, bytes) in token_hashes.iter().zip(self.cache.get_many(&keys).await?) {
+            if let Some(bytes) = bytes {
+                sessions.push(decode(hash, &bytes)?);
+            }
+        }
+        // A revoked key's sessions are refused, as by `get`.
+        let mut key_ids: Vec<String> = sessions.iter().map(|s| s.key_id.clone()).collect();
+        key_ids.sort_unstable();
+        key_ids.dedup();
+        let markers: Vec<String> = key_ids.iter().map(|k| revoked_key(k)).collect();
+        let revoked: HashSet<String> = key_ids
+            .into_iter()
+            .zip(self.cache.get_many(&markers).await?)
+            .filter_map(|(key_id, marker)| marker.map(|_| key_id))
+            .collect();
+        sessions.retain(|s| !revoked.contains(&s.key_id));
+        Ok(sessions)
     }
 
     async fn touch(

@@ -148,6 +148,18 @@ impl Cache for MemoryCache {
         }
     }
 
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, CacheError> {
+        let mut entries = self.lock();
+        let now = Instant::now();
+        keys.iter()
+            .map(|key| match entries.live(key, now).map(|e| &e.value) {
+                None => Ok(None),
+                Some(Value::Bytes(bytes)) => Ok(Some(bytes.clone())),
+                Some(_) => Err(wrong_type(key)),
+            })
+            .collect()
+    }
+
     async fn delete(&self, key: &str) -> Result<(), CacheError> {
         self.lock().map.remove(key);
         Ok(())

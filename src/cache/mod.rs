@@ -45,6 +45,9 @@ pub trait Cache: Send + Sync + 'static {
     /// Reads `key` without consuming it.
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError>;
 
+    /// Reads each of `keys`, in order, in one round trip per few hundred keys.
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, CacheError>;
+
     /// Deletes `key`; deleting a missing key is not an error.
     async fn delete(&self, key: &str) -> Result<(), CacheError>;
 

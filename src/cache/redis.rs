@@ -37,6 +37,9 @@ if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return {n, redis.call('PTTL', KEYS[1])}
 ";
 
+/// Keys read by one MGET: a reply of a few hundred values keeps Redis responsive.
+const MGET_CHUNK: usize = 500;
+
 /// DEL if the value matches.
 const DELETE_IF: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -127,6 +130,20 @@ impl Cache for RedisCache {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
         let mut conn = self.conn.clone();
         Ok(conn.get(self.key(key)).await?)
+    }
+
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, CacheError> {
+        let mut conn = self.conn.clone();
+        let mut values = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(MGET_CHUNK) {
+            let mut mget = redis::cmd("MGET");
+            for key in chunk {
+                mget.arg(self.key(key));
+            }
+            let got: Vec<Option<Vec<u8>>> = mget.query_async(&mut conn).await?;
+            values.extend(got);
+        }
+        Ok(values)
     }
 
     async fn delete(&self, key: &str) -> Result<(), CacheError> {

@@ -24,7 +24,7 @@ pub use self::embedded::DatabaseLog;
 pub use self::hub::{Hub, Signal, Subscription};
 pub use self::redis::RedisLog;
 pub use self::slots::{Slot, SlotError, Slots};
-pub use self::stream::{LiveItem, SessionCheck};
+pub use self::stream::LiveItem;
 
 use crate::store::StoreError;
 

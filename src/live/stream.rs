@@ -1,18 +1,12 @@
 //! One open stream: what it replays, when it resets, how it catches up, and when it
 //! ends. The API only turns its items into Server-Sent Events.
 
-use std::time::Duration;
-
-use async_trait::async_trait;
 use futures_util::Stream;
 use ruma::OwnedUserId;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 use super::{Live, LiveError, LiveEvent, Replay, Signal, StreamLog};
-
-/// How often an open stream checks its session is still valid.
-const SESSION_CHECK: Duration = Duration::from_secs(5);
 
 /// What an open stream yields.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,21 +18,14 @@ pub enum LiveItem {
     Reset { latest: Option<String> },
 }
 
-/// Whether the session behind a stream still stands (not ended, expired or revoked).
-#[async_trait]
-pub trait SessionCheck: Send + Sync + 'static {
-    async fn still_valid(&self) -> bool;
-}
-
 impl Live {
     /// Opens `user_id`'s stream, replaying what came after `cursor` (the client's
-    /// `Last-Event-ID`) first. It ends when `stop` is cancelled or `session` no longer
-    /// stands.
+    /// `Last-Event-ID`) first. It ends when `stop` is cancelled: when its session ends
+    /// or the daemon stops.
     pub async fn open(
         &self,
         user_id: OwnedUserId,
         cursor: Option<String>,
-        session: Box<dyn SessionCheck>,
         stop: CancellationToken,
     ) -> Result<impl Stream<Item = LiveItem> + Send + use<>, LiveError> {
         // Without a cursor the stream starts where the user's stream is now, as if the
@@ -68,8 +55,6 @@ impl Live {
         Ok(async_stream::stream! {
             let mut last = cursor;
             let mut pending = Some(replay);
-            let mut check = tokio::time::interval(SESSION_CHECK);
-            check.tick().await;
             loop {
                 // Send what a replay found (at the start, or after falling behind).
                 match pending.take() {
@@ -87,11 +72,6 @@ impl Live {
                 }
                 tokio::select! {
                     () = stop.cancelled() => break,
-                    _ = check.tick() => {
-                        if !session.still_valid().await {
-                            break;
-                        }
-                    }
                     received = live.recv() => match received {
                         Ok(Signal::Event(event)) => {
                             if last.as_deref().is_some_and(|l| !log.is_after(&event.id, l)) {
@@ -137,6 +117,7 @@ async fn catch_up(log: &dyn StreamLog, user_id: &ruma::UserId, last: Option<&str
 mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
 
     use futures_util::StreamExt;
     use ruma::UserId;
@@ -145,16 +126,6 @@ mod tests {
     use crate::live::{DatabaseLog, Delivery, StreamKind};
     use crate::store::UserStreams;
     use crate::store::memory::MemoryStore;
-
-    /// A session that always stands.
-    struct Valid;
-
-    #[async_trait]
-    impl SessionCheck for Valid {
-        async fn still_valid(&self) -> bool {
-            true
-        }
-    }
 
     fn user(n: usize) -> OwnedUserId {
         UserId::parse(format!("@u{n}:x")).expect("user id")
@@ -183,7 +154,6 @@ mod tests {
             .open(
                 user.to_owned(),
                 cursor.map(str::to_owned),
-                Box::new(Valid),
                 CancellationToken::new(),
             )
             .await

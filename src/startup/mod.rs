@@ -51,6 +51,9 @@ pub struct Application {
     puppets: Puppets,
     pinged: Arc<AtomicBool>,
     ingest: Arc<Ingest>,
+    /// Checks the sessions behind open event streams.
+    auth: Auth,
+    streams: Arc<Slots>,
     /// Cancelled when the daemon stops (ends event streams and background tasks).
     stop: CancellationToken,
 }
@@ -97,15 +100,21 @@ impl Application {
             // As long as streams keep events for replay: delivering later is moot.
             Duration::from_millis(RETAINED_MS.unsigned_abs()),
         ));
+        let auth = Auth::new(
+            stores.keys.clone(),
+            stores.audit.clone(),
+            backends.cache.clone(),
+            backends.sessions.clone(),
+            puppets.clone(),
+            settings.auth.clone(),
+        );
+        let streams = Slots::new(
+            settings.server.max_streams_per_session,
+            settings.server.max_streams_per_user,
+            stop.clone(),
+        );
         let api = ApiState {
-            auth: Auth::new(
-                stores.keys.clone(),
-                stores.audit.clone(),
-                backends.cache.clone(),
-                backends.sessions.clone(),
-                puppets.clone(),
-                settings.auth.clone(),
-            ),
+            auth: auth.clone(),
             chat: Chat::new(ChatParts {
                 rooms: stores.rooms.clone(),
                 receipts: stores.receipts.clone(),
@@ -116,12 +125,8 @@ impl Application {
                 live: backends.live.clone(),
             }),
             live: backends.live.clone(),
-            streams: Slots::new(
-                settings.server.max_streams_per_session,
-                settings.server.max_streams_per_user,
-            ),
+            streams: streams.clone(),
             trust_forwarded_for: settings.auth.trust_forwarded_for,
-            shutdown: stop.clone(),
         };
         let appservice = AppserviceState {
             hs_token: settings.appservice.hs_token.clone(),
@@ -191,6 +196,8 @@ impl Application {
             puppets,
             pinged,
             ingest,
+            auth,
+            streams,
             stop,
         })
     }
@@ -238,6 +245,11 @@ impl Application {
             tokio::spawn(tasks::ping_until_answered(
                 self.homeserver.clone(),
                 self.pinged.clone(),
+                stop.clone(),
+            )),
+            tokio::spawn(tasks::end_sessions(
+                self.auth.clone(),
+                self.streams.clone(),
                 stop.clone(),
             )),
             tokio::spawn(tasks::prune_streams(

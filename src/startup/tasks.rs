@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::live::Live;
+use crate::auth::Auth;
+use crate::live::{Live, Slots};
 use crate::matrix::Homeserver;
 use crate::store::Retention;
 use crate::time::now_ms;
@@ -14,6 +15,8 @@ use crate::time::now_ms;
 /// Longest wait between two start-up pings of the homeserver.
 const PING_MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// How often the sessions behind open event streams are checked.
+const SESSION_CHECK: Duration = Duration::from_secs(5);
 /// How often live-stream entries past their retention are dropped.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// How often stored events, transactions and sent messages past their retention are
@@ -45,6 +48,31 @@ pub async fn ping_until_answered(
             () = tokio::time::sleep(delay) => {}
         }
         delay = (delay * 2).min(PING_MAX_BACKOFF);
+    }
+}
+
+/// Every 5 s checks the sessions behind this daemon's open event streams, all in one
+/// go, and ends the streams of those that ended: logged out on another daemon, expired,
+/// idle too long, or their key revoked (by `keygen revoke`, which may run anywhere). A
+/// logout on this daemon ends its streams at once. When the check itself fails (the
+/// database or Redis is down), every stream ends, so clients reconnect once it is back.
+pub async fn end_sessions(auth: Auth, streams: Arc<Slots>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(SESSION_CHECK) => {}
+        }
+        let open = streams.sessions();
+        if open.is_empty() {
+            continue;
+        }
+        match auth.ended(&open).await {
+            Ok(ended) => streams.end(&ended),
+            Err(error) => {
+                tracing::warn!(%error, "could not check the sessions of open event streams: ending them");
+                streams.end(&open);
+            }
+        }
     }
 }
 

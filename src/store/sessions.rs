@@ -16,6 +16,10 @@ pub trait SessionStore: Send + Sync + 'static {
     /// The session with this token hash, if it exists and its key is not revoked.
     async fn session(&self, token_hash: &[u8; 32]) -> Result<Option<SessionRecord>, StoreError>;
 
+    /// Of these token hashes, the sessions that exist and whose key is not revoked, in
+    /// any order: a statement per few hundred.
+    async fn sessions(&self, token_hashes: &[[u8; 32]]) -> Result<Vec<SessionRecord>, StoreError>;
+
     /// Records activity on a session.
     async fn touch_session(&self, token_hash: &[u8; 32], at: i64) -> Result<(), StoreError>;
 
@@ -116,6 +120,27 @@ where
         .fetch_optional(&self.pool)
         .await?;
         row.map(SessionRecord::try_from).transpose()
+    }
+
+    async fn sessions(&self, token_hashes: &[[u8; 32]]) -> Result<Vec<SessionRecord>, StoreError> {
+        let mut found = Vec::new();
+        for chunk in token_hashes.chunks(CHUNK) {
+            let mut query = QueryBuilder::<DB>::new(
+                "SELECT s.token_hash, s.key_id, s.user_id, s.created_at, s.last_seen_at, \
+                 s.expires_at FROM sessions s JOIN login_keys k ON k.key_id = s.key_id \
+                 WHERE k.revoked_at IS NULL AND s.token_hash IN (",
+            );
+            let mut hashes = query.separated(", ");
+            for hash in chunk {
+                hashes.push_bind(&hash[..]);
+            }
+            query.push(")");
+            let rows: Vec<SessionRow> = query.build_query_as().fetch_all(&self.pool).await?;
+            for row in rows {
+                found.push(SessionRecord::try_from(row)?);
+            }
+        }
+        Ok(found)
     }
 
     async fn touch_session(&self, token_hash: &[u8; 32], at: i64) -> Result<(), StoreError> {

@@ -9,6 +9,7 @@ use ed25519_dalek::SigningKey;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use crate::clients::EventStream;
 use crate::for_each_backend;
 use crate::harness::{
     Backends, CacheKind, TestApp, http, public_b64, sign_challenge, stderr, stdout, unique,
@@ -53,10 +54,20 @@ async fn revocation_ends_sessions_at_once(backends: Backends) {
         (StatusCode::UNAUTHORIZED, refused.clone())
     );
 
-    // During a session (two of them): the next request is refused; revoking twice is harmless.
+    // During a session (two of them): the next request is refused, and their open
+    // event streams end at the daemon's next check of them (every 5 s) while another
+    // key's stream stays open; revoking twice is harmless.
     let (k3, key3) = s.generate(&[]);
     let (t1, t2) = (s.login(&key3).await, s.login(&key3).await);
     assert_eq!(s.me(&t1).await.0, 200);
+    let (_, bystander) = s.generate(&[]);
+    let bystander = s.login(&bystander).await;
+    let base = s.daemon().base_url.clone();
+    let mut streams = [
+        EventStream::connect(&base, &t1, None).await,
+        EventStream::connect(&base, &t2, None).await,
+    ];
+    let mut unrelated = EventStream::connect(&base, &bystander, None).await;
     let said = revoke(&s, k3["fingerprint"].as_str().expect("fp")).await;
     assert!(said.contains("2 session(s) ended"), "{said}");
     for t in [&t1, &t2] {
@@ -64,6 +75,16 @@ async fn revocation_ends_sessions_at_once(backends: Backends) {
         assert_eq!(status, 401);
         assert_eq!(body["errcode"], "M_UNKNOWN_TOKEN");
     }
+    for stream in &mut streams {
+        assert!(
+            stream.ends_within(Duration::from_secs(12)).await,
+            "a revoked key's open stream ends"
+        );
+    }
+    assert!(
+        !unrelated.ends_within(Duration::from_secs(1)).await,
+        "another key's stream stays open"
+    );
     let again = revoke(&s, k3["fingerprint"].as_str().expect("fp")).await;
     assert!(again.contains("0 session(s) ended"), "{again}");
 
@@ -257,8 +278,10 @@ async fn sessions_end_by_logout_idle_and_absolute_lifetime(backends: Backends) {
         .expect("me");
     assert_eq!(after.status(), 401, "logout ended the session");
 
-    // Bearer logout.
+    // Bearer logout: the session's open stream ends with it, without waiting for the
+    // daemon's check of open sessions.
     let token = s.login(&key).await;
+    let mut stream = EventStream::connect(&s.daemon().base_url, &token, None).await;
     let r = http()
         .post(s.url("/api/v1/auth/logout"))
         .bearer_auth(&token)
@@ -267,6 +290,10 @@ async fn sessions_end_by_logout_idle_and_absolute_lifetime(backends: Backends) {
         .expect("logout");
     assert_eq!(r.status(), 200);
     assert_eq!(s.me(&token).await.0, 401);
+    assert!(
+        stream.ends_within(Duration::from_secs(2)).await,
+        "logging out ends the session's open stream at once"
+    );
     let (status, body) = s.me("not-a-token").await;
     assert_eq!(
         (status, body["errcode"].as_str()),

@@ -361,6 +361,18 @@ async fn cache_keeps_its_promises(backends: Backends) {
     );
     assert_eq!(cache.take("k").await.expect("take"), None, "taken once");
 
+    // Many keys at once, in order, more than one round trip holds, missing ones too.
+    let keys: Vec<String> = (0..1200).map(|i| format!("many{i}")).collect();
+    for key in keys.iter().step_by(3) {
+        cache.put(key, key.as_bytes(), long).await.expect("put");
+    }
+    let got = cache.get_many(&keys).await.expect("get_many");
+    assert_eq!(got.len(), keys.len());
+    for (i, (key, value)) in keys.iter().zip(&got).enumerate() {
+        let expected = (i % 3 == 0).then(|| key.as_bytes().to_vec());
+        assert_eq!(value, &expected, "{key}");
+    }
+
     // Of many concurrent takers exactly one gets the value.
     cache.put_if_absent("once", b"x", long).await.expect("put");
     let takers = (0..32).map(|_| {

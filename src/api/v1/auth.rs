@@ -119,6 +119,8 @@ pub async fn logout(
     Session(who): Session,
 ) -> Result<Response, MatrixError> {
     state.auth.logout(&who).await?;
+    // This daemon's streams of the session end now; other daemons' at their next check.
+    state.streams.end(&[who.token_hash]);
     let mut response = Json(serde_json::json!({})).into_response();
     let name = session_cookie(state.auth.origin());
     let secure = if state.auth.origin().starts_with("https://") {

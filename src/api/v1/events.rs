@@ -52,11 +52,7 @@ pub async fn events(
         .streams
         .take(who.token_hash, &user)
         .map_err(|e| MatrixError::too_many(e.to_string()))?;
-    let check = state.auth.session_check(who);
-    let stream = state
-        .live
-        .open(user, cursor, check, state.shutdown.clone())
-        .await?;
+    let stream = state.live.open(user, cursor, slot.ended()).await?;
     // The stream holds its place until it is dropped (the client went away).
     let stream = stream.map(move |item| {
         let _held = &slot;

@@ -13,7 +13,6 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post, put};
-use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 
 use crate::auth::Auth;
@@ -32,8 +31,6 @@ pub struct ApiState {
     /// The caps on open live streams.
     pub streams: Arc<Slots>,
     pub trust_forwarded_for: bool,
-    /// Cancelled when the daemon stops: ends open event streams.
-    pub shutdown: CancellationToken,
 }
 
 /// The OpenAPI document of `/api/v1`.

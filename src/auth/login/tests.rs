@@ -198,10 +198,11 @@ async fn an_open_stream_does_not_keep_an_idle_session_alive_in_either_mode() {
         let s = setup_with(in_cache, usize::MAX, settings).await;
         let session = s.login().await.expect("login");
         let who = s.auth.authenticate(&session.access_token).await;
-        let check = s.auth.session_check(who.expect("a session"));
-        assert!(check.still_valid().await, "sessions in cache: {in_cache}");
+        let hash = who.expect("a session").token_hash;
+        let ended = || async { s.auth.ended(&[hash]).await.expect("check") == [hash] };
+        assert!(!ended().await, "sessions in cache: {in_cache}");
         let started = std::time::Instant::now();
-        while check.still_valid().await {
+        while !ended().await {
             assert!(
                 started.elapsed() < Duration::from_secs(5),
                 "a stream's session outlived its idle timeout (sessions in cache: {in_cache})"

@@ -278,6 +278,14 @@ impl SessionStore for MemoryStore {
         Ok(session.cloned())
     }
 
+    async fn sessions(&self, token_hashes: &[[u8; 32]]) -> Result<Vec<SessionRecord>, StoreError> {
+        let mut found = Vec::new();
+        for hash in token_hashes {
+            found.extend(self.session(hash).await?);
+        }
+        Ok(found)
+    }
+
     async fn touch_session(&self, token_hash: &[u8; 32], at: i64) -> Result<(), StoreError> {
         let mut s = self.at("sessions")?;
         if let Some(session) = s.sessions.get_mut(token_hash) {
