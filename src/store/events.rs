@@ -9,7 +9,7 @@ use ruma::{EventId, OwnedEventId, RoomId, UserId};
 use serde_json::value::RawValue;
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, QueryBuilder, Type};
 
-use super::sql::{self, CHUNK, Dialect, SqlStore};
+use super::sql::{self, Added, CHUNK, Dialect, SqlStore};
 use super::{EventRecord, IncomingTransaction, StoreError, TransactionOutcome};
 use crate::time::now_ms;
 
@@ -125,25 +125,7 @@ where
         txn: &IncomingTransaction,
     ) -> Result<TransactionOutcome, StoreError> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
-        // The first statement writes, so SQLite takes its write lock before anything
-        // is read.
-        let inserted = sqlx::query(Self::insert_ignore(
-            "INTO appservice_transactions (txn_id, body_sha256, received_at, event_count) \
-             VALUES (?, ?, ?, ?)",
-        ))
-        .bind(txn.txn_id.as_str())
-        .bind(&txn.body_sha256[..])
-        .bind(now)
-        .bind(i64::try_from(txn.events.len()).unwrap_or(i64::MAX))
-        .execute(&mut *tx)
-        .await?;
-        if DB::rows_affected(&inserted) == 0 {
-            tx.rollback().await?;
-            return Ok(TransactionOutcome::Duplicate);
-        }
-        // One multi-row statement per chunk: a transaction is one round trip or few.
-        // Each row is written once; the feed's queue names the new ones.
+        // Each event's place in the transaction (the first, for one given twice).
         let index: HashMap<&str, usize> = txn
             .events
             .iter()
@@ -151,41 +133,78 @@ where
             .rev()
             .map(|(i, e)| (e.event_id.as_str(), i))
             .collect();
-        let mut new = Vec::with_capacity(txn.events.len());
-        for chunk in txn.events.chunks(CHUNK) {
-            let mut query = QueryBuilder::<DB>::new(format!(
-                "{} INTO room_events (event_id, room_id, sender, event_type, state_key, \
-                 origin_server_ts, json, received_at, is_message) ",
-                DB::INSERT_IGNORE
-            ));
-            query.push_values(chunk, |mut row, event| {
-                row.push_bind(event.event_id.as_str())
-                    .push_bind(event.room_id.as_str())
-                    .push_bind(event.sender.as_str())
-                    .push_bind(event.event_type.as_str())
-                    .push_bind(event.state_key.as_deref())
-                    .push_bind(event.origin_server_ts)
-                    .push_bind(event.json.json().get())
-                    .push_bind(now)
-                    .push_bind(i64::from(event.is_message()));
-            });
-            query.push(" RETURNING seq, event_id");
-            let rows: Vec<(i64, String)> = query.build_query_as().fetch_all(&mut *tx).await?;
-            for (seq, event_id) in rows {
-                let at = index.get(event_id.as_str()).copied();
-                new.push((seq, at.ok_or_else(|| sql::corrupt("event_id", event_id))?));
+        'tries: for &numbered in sql::numberings::<DB>() {
+            let mut tx = self.pool.begin().await?;
+            // The first statement writes, so SQLite takes its write lock before
+            // anything is read.
+            let inserted = sqlx::query(Self::insert_ignore(
+                "INTO appservice_transactions (txn_id, body_sha256, received_at, event_count) \
+                 VALUES (?, ?, ?, ?)",
+            ))
+            .bind(txn.txn_id.as_str())
+            .bind(&txn.body_sha256[..])
+            .bind(now)
+            .bind(i64::try_from(txn.events.len()).unwrap_or(i64::MAX))
+            .execute(&mut *tx)
+            .await?;
+            if DB::rows_affected(&inserted) == 0 {
+                tx.rollback().await?;
+                return Ok(TransactionOutcome::Duplicate);
             }
+            // One multi-row statement per chunk: a transaction is one round trip or
+            // few. Each row is written once; the feed's queue names the new ones.
+            let mut new = Vec::with_capacity(txn.events.len());
+            for (n, chunk) in txn.events.chunks(CHUNK).enumerate() {
+                let mut query = QueryBuilder::<DB>::new(format!(
+                    "{} INTO room_events (event_id, room_id, sender, event_type, state_key, \
+                     origin_server_ts, json, received_at, is_message) ",
+                    DB::INSERT_IGNORE
+                ));
+                query.push_values(chunk, |mut row, event| {
+                    row.push_bind(event.event_id.as_str())
+                        .push_bind(event.room_id.as_str())
+                        .push_bind(event.sender.as_str())
+                        .push_bind(event.event_type.as_str())
+                        .push_bind(event.state_key.as_deref())
+                        .push_bind(event.origin_server_ts)
+                        .push_bind(event.json.json().get())
+                        .push_bind(now)
+                        .push_bind(i64::from(event.is_message()));
+                });
+                let returning = "seq, event_id";
+                let added = sql::insert_numbered(&mut *tx, query, chunk.len(), numbered, returning);
+                let rows: Vec<(i64, String)> = match added.await? {
+                    // Every event went in: the chunk's, in order.
+                    Added::All { first } => {
+                        new.extend((first..).zip(n * CHUNK..n * CHUNK + chunk.len()));
+                        continue;
+                    }
+                    Added::These(rows) => rows,
+                    Added::Unnumbered => {
+                        tx.rollback().await?;
+                        continue 'tries;
+                    }
+                };
+                for (seq, event_id) in rows {
+                    let at = index.get(event_id.as_str()).copied();
+                    new.push((seq, at.ok_or_else(|| sql::corrupt("event_id", event_id))?));
+                }
+            }
+            for chunk in new.chunks(CHUNK) {
+                let mut query = QueryBuilder::<DB>::new("INSERT INTO feed_queue (seq) ");
+                query.push_values(chunk, |mut row, (seq, _)| {
+                    row.push_bind(*seq);
+                });
+                query.build().execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            new.sort_unstable();
+            return Ok(TransactionOutcome::Recorded { new });
         }
-        for chunk in new.chunks(CHUNK) {
-            let mut query = QueryBuilder::<DB>::new("INSERT INTO feed_queue (seq) ");
-            query.push_values(chunk, |mut row, (seq, _)| {
-                row.push_bind(*seq);
-            });
-            query.build().execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        new.sort_unstable();
-        Ok(TransactionOutcome::Recorded { new })
+        Err(sql::corrupt(
+            "room_events",
+            "the new events' seqs were not read back",
+        ))
     }
 
     async fn room_events(&self, room_id: &RoomId) -> Result<Vec<EventRecord>, StoreError> {

@@ -14,7 +14,7 @@
 //! does not carry such bounds from a trait to its users): what sqlx needs to bind and
 //! read this crate's column types on a pool of `DB`.
 
-use sqlx::{Database, Pool};
+use sqlx::{Database, Executor, FromRow, IntoArguments, Pool, QueryBuilder};
 
 use super::StoreError;
 
@@ -25,25 +25,45 @@ pub trait Dialect: Database {
     /// The start of an insert that skips rows whose key exists.
     const INSERT_IGNORE: &'static str;
 
+    /// Whether the rows one multi-row insert adds to an `AUTOINCREMENT` table have
+    /// consecutive ids ending at [`Dialect::last_insert_id`]: SQLite's, whose one writer
+    /// numbers a statement's rows one after the other. InnoDB may leave gaps for ignored
+    /// rows, so MariaDB reads them back with `RETURNING`.
+    const NUMBERS_INSERTS_IN_ORDER: bool;
+
     /// The rows a statement changed.
     fn rows_affected(result: &Self::QueryResult) -> u64;
+
+    /// The id of the last row a statement inserted.
+    fn last_insert_id(result: &Self::QueryResult) -> i64;
 }
 
 impl Dialect for sqlx::Sqlite {
     const BACKEND: &'static str = "sqlite";
     const INSERT_IGNORE: &'static str = "INSERT OR IGNORE";
+    const NUMBERS_INSERTS_IN_ORDER: bool = true;
 
     fn rows_affected(result: &Self::QueryResult) -> u64 {
         result.rows_affected()
+    }
+
+    fn last_insert_id(result: &Self::QueryResult) -> i64 {
+        result.last_insert_rowid()
     }
 }
 
 impl Dialect for sqlx::MySql {
     const BACKEND: &'static str = "mysql";
     const INSERT_IGNORE: &'static str = "INSERT IGNORE";
+    const NUMBERS_INSERTS_IN_ORDER: bool = false;
 
     fn rows_affected(result: &Self::QueryResult) -> u64 {
         result.rows_affected()
+    }
+
+    fn last_insert_id(result: &Self::QueryResult) -> i64 {
+        // Ids stay far below 2^63.
+        i64::try_from(result.last_insert_id()).unwrap_or(i64::MAX)
     }
 }
 
@@ -67,6 +87,60 @@ impl<DB: Dialect> SqlStore<DB> {
 
 /// Rows per multi-row statement.
 pub(super) const CHUNK: usize = 200;
+
+/// What a multi-row `INSERT … IGNORE` added.
+pub(super) enum Added<T> {
+    /// Every row, numbered `first`, `first + 1`, … in the order given.
+    All { first: i64 },
+    /// Only these, with the columns asked for.
+    These(Vec<T>),
+    /// Some keys were there already, and the ignored rows may have used up ids, so which
+    /// id went to which row is unknown: undo the transaction and run it again, reading
+    /// the ids back.
+    Unnumbered,
+}
+
+/// The ways to try a transaction of [`insert_numbered`]s in: SQLite first without
+/// reading ids back, then (only if a key was there already) reading them back; MariaDB
+/// always reading them back.
+pub(super) fn numberings<DB: Dialect>() -> &'static [bool] {
+    if DB::NUMBERS_INSERTS_IN_ORDER {
+        &[true, false]
+    } else {
+        &[false]
+    }
+}
+
+/// Runs `query`, an insert-or-ignore of `rows` rows, and tells what it added. With
+/// `numbered` (SQLite: it numbers a statement's rows one after the other) nothing is
+/// read back, which matters because sqlx-sqlite's worker thread hands each row over on
+/// its own, at a cost above the insert's; otherwise `RETURNING` names the added rows
+/// with the `returning` columns.
+pub(super) async fn insert_numbered<DB, T>(
+    conn: &mut DB::Connection,
+    mut query: QueryBuilder<DB>,
+    rows: usize,
+    numbered: bool,
+    returning: &str,
+) -> Result<Added<T>, StoreError>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    T: for<'r> FromRow<'r, DB::Row> + Send + Unpin,
+{
+    if !numbered {
+        query.push(format!(" RETURNING {returning}"));
+        return Ok(Added::These(query.build_query_as().fetch_all(conn).await?));
+    }
+    let done = query.build().execute(&mut *conn).await?;
+    let (added, last) = (DB::rows_affected(&done), DB::last_insert_id(&done));
+    if added != rows as u64 {
+        return Ok(Added::Unnumbered);
+    }
+    let first = last - i64::try_from(added).unwrap_or(i64::MAX) + 1;
+    Ok(Added::All { first })
+}
 
 /// A value read back that the database should never have held.
 pub(super) fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use ruma::UserId;
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, QueryBuilder, Type};
 
-use super::sql::{CHUNK, Dialect, SqlStore};
+use super::sql::{self, Added, CHUNK, Dialect, SqlStore};
 use super::{NewStreamEntry, StoreError, StreamEntry};
 use crate::time::now_ms;
 
@@ -71,33 +71,50 @@ where
 {
     async fn append(&self, entries: &[NewStreamEntry]) -> Result<Vec<Option<i64>>, StoreError> {
         let now = now_ms();
-        // One multi-row statement per chunk; RETURNING names the rows inserted (not
-        // those a dedup key already had), with their ids, given in order.
-        let mut inserted: HashMap<(String, String), i64> = HashMap::new();
-        let mut tx = self.pool.begin().await?;
-        for chunk in entries.chunks(CHUNK) {
-            let mut query = QueryBuilder::<DB>::new(format!(
-                "{} INTO user_events (user_id, dedup_key, kind, payload, created_at) ",
-                DB::INSERT_IGNORE
-            ));
-            query.push_values(chunk, |mut row, entry| {
-                row.push_bind(entry.user_id.as_str())
-                    .push_bind(entry.dedup_key.as_str())
-                    .push_bind(entry.kind.as_str())
-                    .push_bind(entry.payload.as_str())
-                    .push_bind(now);
-            });
-            query.push(" RETURNING id, user_id, dedup_key");
-            let rows: Vec<(i64, String, String)> =
-                query.build_query_as().fetch_all(&mut *tx).await?;
-            inserted.extend(rows.into_iter().map(|(id, user, key)| ((user, key), id)));
+        'tries: for &numbered in sql::numberings::<DB>() {
+            let mut ids = Vec::with_capacity(entries.len());
+            let mut tx = self.pool.begin().await?;
+            for chunk in entries.chunks(CHUNK) {
+                let mut query = QueryBuilder::<DB>::new(format!(
+                    "{} INTO user_events (user_id, dedup_key, kind, payload, created_at) ",
+                    DB::INSERT_IGNORE
+                ));
+                query.push_values(chunk, |mut row, entry| {
+                    row.push_bind(entry.user_id.as_str())
+                        .push_bind(entry.dedup_key.as_str())
+                        .push_bind(entry.kind.as_str())
+                        .push_bind(entry.payload.as_str())
+                        .push_bind(now);
+                });
+                let returning = "id, user_id, dedup_key";
+                let added = sql::insert_numbered(&mut *tx, query, chunk.len(), numbered, returning);
+                let inserted: Vec<(i64, String, String)> = match added.await? {
+                    Added::All { first } => {
+                        ids.extend((first..).take(chunk.len()).map(Some));
+                        continue;
+                    }
+                    Added::These(rows) => rows,
+                    Added::Unnumbered => {
+                        tx.rollback().await?;
+                        continue 'tries;
+                    }
+                };
+                let mut inserted: HashMap<(String, String), i64> = inserted
+                    .into_iter()
+                    .map(|(id, user, key)| ((user, key), id))
+                    .collect();
+                // A (user, key) given twice is inserted once: the first gets the id.
+                ids.extend(chunk.iter().map(|e| {
+                    inserted.remove(&(e.user_id.as_str().to_owned(), e.dedup_key.clone()))
+                }));
+            }
+            tx.commit().await?;
+            return Ok(ids);
         }
-        tx.commit().await?;
-        // A (user, key) given twice is inserted once: the first gets the id.
-        Ok(entries
-            .iter()
-            .map(|e| inserted.remove(&(e.user_id.as_str().to_owned(), e.dedup_key.clone())))
-            .collect())
+        Err(sql::corrupt(
+            "user_events",
+            "the new entries' ids were not read back",
+        ))
     }
 
     async fn entries_after(

@@ -171,6 +171,27 @@ async fn store_records_each_transaction_and_event_once(backends: Backends) {
             .map(|e| e.event_id),
         Some(a.event_id.clone())
     );
+
+    // More events than one statement takes: each new one named by its place, the one
+    // given twice (in another statement) once.
+    let other = OwnedRoomId::try_from(format!("!{}:localhost", unique("r"))).expect("room id");
+    let many: Vec<EventRecord> = (10..460).map(|n| event(&other, n)).collect();
+    let mut given = many.clone();
+    given.insert(420, many[3].clone());
+    let TransactionOutcome::Recorded { new } = events
+        .record_transaction(&txn("3", 3, given))
+        .await
+        .expect("record")
+    else {
+        panic!("recorded")
+    };
+    let places: Vec<usize> = new.iter().map(|(_, at)| *at).collect();
+    let expected: Vec<usize> = (0..420).chain(421..451).collect();
+    assert_eq!(places, expected, "every event once, at its place");
+    let recorded = events.room_events(&other).await.expect("events");
+    assert_eq!(ids(&recorded), ids(&many));
+    let seqs: Vec<i64> = new.iter().map(|(seq, _)| *seq).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "increasing seqs");
 }
 
 /// Users, the room index and the user streams keep what the core relies on.
@@ -338,6 +359,36 @@ async fn store_keeps_users_rooms_and_streams(backends: Backends) {
         stores.streams.oldest_entry(&user).await.expect("oldest"),
         Some(a)
     );
+
+    // More entries than one statement takes, one of them given twice: the first
+    // gets the id, and each id names its own entry.
+    let numbered = |n: usize| NewStreamEntry {
+        payload: n.to_string(),
+        ..entry(&format!("$m{n}"))
+    };
+    let mut many: Vec<NewStreamEntry> = (0..450).map(numbered).collect();
+    many.insert(
+        300,
+        NewStreamEntry {
+            payload: "again".into(),
+            ..numbered(5)
+        },
+    );
+    let ids = stores.streams.append(&many).await.expect("append");
+    assert_eq!(ids[300], None, "$m5 went in earlier in the same call");
+    let stored = stores
+        .streams
+        .entries_after(&user, c, 1000)
+        .await
+        .expect("entries");
+    assert_eq!(stored.len(), 450);
+    let given: Vec<(i64, String)> = ids
+        .iter()
+        .zip(&many)
+        .filter_map(|(id, e)| Some((((*id)?), e.payload.clone())))
+        .collect();
+    let stored: Vec<(i64, String)> = stored.into_iter().map(|e| (e.id, e.payload)).collect();
+    assert_eq!(given, stored);
 }
 
 async fn cache_keeps_its_promises(backends: Backends) {
@@ -435,11 +486,18 @@ const BEFORE_0004: &[&str] = &[
      ('$1', '!r:localhost', '@c:x', 'm.room.message', NULL, 1, '{}', 1, 1), \
      ('$2', '!r:localhost', '@c:x', 'm.room.message', NULL, 2, '{}', 1, 1), \
      ('$3', '!r:localhost', '@c:x', 'm.room.topic', '', 3, '{}', 1, 1)",
+    // Bob's stream: three entries, the newest since gone (its id stays given out).
+    "INSERT INTO user_events (user_id, dedup_key, kind, payload, created_at) VALUES \
+     ('@cs_bob:localhost', '$1', 'message', '{}', 1), \
+     ('@cs_bob:localhost', '$2', 'message', '{}', 1), \
+     ('@cs_bob:localhost', '$3', 'message', '{}', 1)",
+    "DELETE FROM user_events WHERE dedup_key = '$3'",
 ];
 
 /// Migrations 0004 onward over a database of the previous release: each user keeps the
 /// display name it had, puppets become registered users, rooms keep their newest
-/// message.
+/// message, and a stream keeps its entries, its dedup keys and its ids (0010 rebuilds
+/// the SQLite table).
 async fn the_upgrade_to_one_display_name_keeps_what_was_there(backends: Backends) {
     use sqlx::Connection;
     let provisioned = Provisioned::new(backends).await;
@@ -515,4 +573,24 @@ async fn the_upgrade_to_one_display_name_keeps_what_was_there(backends: Backends
         Some("$2"),
         "the room's newest message, kept through migration 0009"
     );
+    let entry = |key: &str| NewStreamEntry {
+        user_id: bob.user_id.clone(),
+        dedup_key: key.into(),
+        kind: "message".into(),
+        payload: "{}".into(),
+    };
+    let appended = stores
+        .streams
+        .append(&[entry("$2"), entry("$4")])
+        .await
+        .expect("append");
+    assert_eq!(appended[0], None, "a dedup key kept");
+    let new = appended[1].expect("a new entry");
+    assert!(new > 3, "no id given out before is given again: {new}");
+    let kept = stores
+        .streams
+        .entries_after(&bob.user_id, 0, 10)
+        .await
+        .expect("entries");
+    assert_eq!(kept.iter().map(|e| e.id).collect::<Vec<_>>(), [1, 2, new]);
 }
