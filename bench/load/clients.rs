@@ -520,9 +520,9 @@ pub async fn fanout(
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
-    let memory = pid.and_then(rss_mb);
+    let busy = pid.and_then(rss_mb);
     // What K open streams cost while nothing happens: the daemon's CPU over a quiet
-    // window, as a share of one core.
+    // window, as a share of one core, and its memory at the end of it.
     let idle = Duration::from_secs(5);
     let before = pid.and_then(cpu_seconds);
     tokio::time::sleep(idle).await;
@@ -530,8 +530,13 @@ pub async fn fanout(
         .and_then(cpu_seconds)
         .zip(before)
         .map(|(after, before)| (after - before) / idle.as_secs_f64() * 100.0);
-    if let Some(share) = idle_cpu {
-        eprintln!("fanout K={k}: {k} idle streams: {share:.1}% of a core");
+    let memory = pid.and_then(rss_mb);
+    if let (Some(share), Some(at_rest), Some(busy)) = (idle_cpu, memory, busy) {
+        eprintln!(
+            "fanout K={k}: {k} idle streams: {share:.1}% of a core; RSS {:.0} MB \
+             (right after the last message: {:.0} MB)",
+            at_rest.0, busy.0
+        );
     }
     for watcher in watchers {
         watcher.abort();
@@ -543,6 +548,7 @@ pub async fn fanout(
         "p99_ms": max(|w| w.1),
         "all_ms": max(|w| w.2),
         "rss_mb": memory.map(|m| m.0),
+        "rss_after_message_mb": busy.map(|m| m.0),
         "peak_rss_mb": memory.map(|m| m.1),
         "idle_cpu_pct": idle_cpu,
     }))

@@ -10,6 +10,7 @@
 
 mod embedded;
 mod hub;
+mod memory;
 mod redis;
 mod slots;
 mod stream;
@@ -183,6 +184,9 @@ impl Live {
         }
         for event in self.log.append(deliveries).await? {
             self.hub.publish(event);
+        }
+        if deliveries.len() >= memory::AFTER_DELIVERIES {
+            memory::release_soon();
         }
         Ok(())
     }
