@@ -233,6 +233,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_delivery_larger_than_a_transaction_reaches_the_stream_once_in_order() {
+        let (_, live) = live();
+        let alice = user(1);
+        let mut stream = open(&live, &alice, None).await;
+        // Three transactions' worth, one key given again in a later one.
+        let mut deliveries: Vec<Delivery> =
+            (0..12_000).map(|i| to(&alice, &format!("k{i}"))).collect();
+        deliveries.insert(11_000, to(&alice, "k10"));
+        live.deliver(&deliveries).await.expect("deliver");
+        let mut got = Vec::new();
+        while got.len() < 12_000 {
+            got.push(stream.next().await.expect("an item"));
+        }
+        let expected: Vec<String> = (1..=12_000).map(|id: i64| id.to_string()).collect();
+        assert_eq!(ids(&got), expected, "every entry once, in order");
+        let LiveItem::Event(last) = &got[11_999] else {
+            panic!("an event")
+        };
+        assert!(last.payload.contains("k11999"), "{}", last.payload);
+    }
+
+    #[tokio::test]
     async fn a_new_stream_flooded_before_its_first_read_gets_everything_not_a_reset() {
         for earlier in [0, 1] {
             let (_, live) = live();
