@@ -107,6 +107,12 @@ enum Command {
         /// The daemon's API.
         #[arg(long)]
         url: String,
+        /// Where to listen for Synapse's pushes to the daemon, noted and forwarded to
+        /// `--daemon`.
+        #[arg(long)]
+        tap: String,
+        #[arg(long)]
+        daemon: String,
         /// Synapse's Client-Server API.
         #[arg(long)]
         homeserver: String,
@@ -182,6 +188,8 @@ fn main() -> anyhow::Result<()> {
             } => clients::login(&url, &keys, clients, seconds, pid).await,
             Command::Latency {
                 url,
+                tap,
+                daemon,
                 homeserver,
                 listen,
                 bare_as_token,
@@ -192,6 +200,8 @@ fn main() -> anyhow::Result<()> {
             } => {
                 let setup = clients::LatencySetup {
                     url,
+                    tap,
+                    daemon,
                     homeserver,
                     listen,
                     bare_as_token,

@@ -1,7 +1,10 @@
 //! Added latency through a real Synapse: a Matrix user of a bare appservice sends to a
 //! room with a ChatSender user; Synapse pushes each message to the bare listener and
 //! to the daemon; the figure is how much later the ChatSender user's live stream has
-//! it than the bare listener.
+//! it than the bare listener. Synapse's push to the daemon goes through a tap that
+//! notes when it arrives and forwards it: the time from there to the stream is the
+//! daemon's own (the tap's forwarding hop included), apart from when Synapse sends to
+//! each of the two.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -18,6 +21,9 @@ use super::{http, log_in, read_keys, watch};
 
 pub struct LatencySetup {
     pub url: String,
+    /// Where Synapse pushes to the daemon (the tap), and the daemon's own address.
+    pub tap: String,
+    pub daemon: String,
     pub homeserver: String,
     pub listen: String,
     pub bare_as_token: String,
@@ -52,6 +58,55 @@ async fn bare_transaction(
         }
     }
     (axum::http::StatusCode::OK, axum::Json(json!({})))
+}
+
+/// Notes when each pushed event reaches the tap, then forwards the request (any
+/// path: transactions, pings, queries) to the daemon and its answer back.
+async fn tap(
+    State((arrivals, client, daemon)): State<(Arrivals, reqwest::Client, Arc<str>)>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let at = Instant::now();
+    let (parts, body) = request.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, 64 << 20).await else {
+        return axum::http::StatusCode::BAD_REQUEST.into_response();
+    };
+    if parts
+        .uri
+        .path()
+        .starts_with("/_matrix/app/v1/transactions/")
+        && let Ok(txn) = serde_json::from_slice::<Value>(&body)
+    {
+        let mut arrivals = arrivals.lock().expect("arrivals");
+        for event in txn["events"].as_array().into_iter().flatten() {
+            if let Some(id) = event["event_id"].as_str() {
+                arrivals.insert(id.to_owned(), at);
+            }
+        }
+    }
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut forward = client.request(parts.method, format!("{daemon}{path}"));
+    for (name, value) in &parts.headers {
+        if name != axum::http::header::HOST {
+            forward = forward.header(name, value);
+        }
+    }
+    match forward.body(body).send().await {
+        Ok(answer) => {
+            let status = answer.status();
+            let headers = answer.headers().clone();
+            let body = answer.bytes().await.unwrap_or_default();
+            let mut response = (status, body).into_response();
+            if let Some(kind) = headers.get(axum::http::header::CONTENT_TYPE) {
+                response
+                    .headers_mut()
+                    .insert(axum::http::header::CONTENT_TYPE, kind.clone());
+            }
+            response
+        }
+        Err(_) => axum::http::StatusCode::BAD_GATEWAY.into_response(),
+    }
 }
 
 fn percentile(sorted: &[f64], p: usize) -> f64 {
@@ -95,8 +150,30 @@ impl LatencySetup {
             .with_state((bare.clone(), Arc::from(self.bare_hs_token.as_str())));
         let listener = tokio::net::TcpListener::bind(&self.listen).await?;
         tokio::spawn(async move { axum::serve(listener, app).await });
+        let tapped: Arrivals = Arc::default();
+        let tap_app = Router::new().fallback(tap).with_state((
+            tapped.clone(),
+            http(),
+            Arc::from(self.daemon.as_str()),
+        ));
+        let tap_listener = tokio::net::TcpListener::bind(&self.tap).await?;
+        tokio::spawn(async move { axum::serve(tap_listener, tap_app).await });
 
         let client = http();
+        // The daemon is ready once its ping of Synapse came back through the tap.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while client
+            .get(format!("{}/ready", self.url))
+            .send()
+            .await
+            .map_or(true, |r| r.status() != 200)
+        {
+            if Instant::now() > deadline {
+                bail!("the daemon was not ready within 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+
         let localpart = self
             .sender
             .trim_start_matches('@')
@@ -142,6 +219,7 @@ impl LatencySetup {
 
         let mut push = Vec::new();
         let mut added = Vec::new();
+        let mut own = Vec::new();
         // The first messages warm both paths up and are not counted.
         for n in 0..self.messages + 5 {
             let sent = Instant::now();
@@ -180,16 +258,22 @@ impl LatencySetup {
             if n >= 5 {
                 push.push(at_bare.duration_since(sent).as_secs_f64() * 1e3);
                 added.push((at_stream.saturating_duration_since(at_bare)).as_secs_f64() * 1e3);
+                let at_tap = tapped.lock().expect("arrivals").get(&event_id).copied();
+                let at_tap = at_tap.context("the push went through the tap")?;
+                own.push((at_stream.saturating_duration_since(at_tap)).as_secs_f64() * 1e3);
             }
         }
         watcher.abort();
         push.sort_by(f64::total_cmp);
         added.sort_by(f64::total_cmp);
+        own.sort_by(f64::total_cmp);
         Ok(json!({
             "messages": added.len(),
             "push_p50_ms": percentile(&push, 50),
             "added_p50_ms": percentile(&added, 50),
             "added_p99_ms": percentile(&added, 99),
+            "own_p50_ms": percentile(&own, 50),
+            "own_p99_ms": percentile(&own, 99),
         }))
     }
 }
