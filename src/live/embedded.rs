@@ -16,7 +16,7 @@ use crate::time::now_ms;
 /// Entries read per page while replaying.
 const PAGE: u32 = 500;
 /// Entries appended per transaction.
-const APPEND_SLICE: usize = 5000;
+const APPEND_SLICE: usize = 10_000;
 
 /// Streams in the daemon's database (`user_events`).
 pub struct DatabaseLog {

@@ -237,7 +237,7 @@ mod tests {
         let (_, live) = live();
         let alice = user(1);
         let mut stream = open(&live, &alice, None).await;
-        // Three transactions' worth, one key given again in a later one.
+        // More than one transaction's worth, one key given again in a later one.
         let mut deliveries: Vec<Delivery> =
             (0..12_000).map(|i| to(&alice, &format!("k{i}"))).collect();
         deliveries.insert(11_000, to(&alice, "k10"));
