@@ -144,11 +144,12 @@ impl Auth {
         let Some(session) = self.sessions.get(&hash).await? else {
             return Err(AuthError::UnknownToken);
         };
-        if !self.within_lifetimes(&session, now_ms()) {
+        let now = now_ms();
+        if !self.within_lifetimes(&session, now) {
             self.sessions.delete(&hash).await?;
             return Err(AuthError::UnknownToken);
         }
-        self.sessions.touch(&session, now_ms(), self.idle()).await?;
+        self.sessions.touch(&session, now, self.idle()).await?;
         Ok(Authenticated {
             user_id: session.user_id,
             key_id: session.key_id,

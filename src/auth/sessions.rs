@@ -25,7 +25,8 @@ pub trait Sessions: Send + Sync + 'static {
     async fn get(&self, token_hash: &[u8; 32]) -> Result<Option<SessionRecord>, AuthError>;
 
     /// Of these sessions, those `get` would return, in any order; in a few round trips
-    /// for thousands.
+    /// for thousands. One whose entry cannot be read is left out (logged), so it ends
+    /// its own streams, not every other session's check.
     async fn get_many(&self, token_hashes: &[[u8; 32]]) -> Result<Vec<SessionRecord>, AuthError>;
 
     /// Records activity at `now` (ms): the idle lifetime starts again.
@@ -235,8 +236,10 @@ impl Sessions for CacheSessions {
         let keys: Vec<String> = token_hashes.iter().map(session_key).collect();
         let mut sessions = Vec::new();
         for (hash, bytes) in token_hashes.iter().zip(self.cache.get_many(&keys).await?) {
-            if let Some(bytes) = bytes {
-                sessions.push(decode(hash, &bytes)?);
+            let Some(bytes) = bytes else { continue };
+            match decode(hash, &bytes) {
+                Ok(session) => sessions.push(session),
+                Err(error) => tracing::warn!(%error, "a session entry cannot be read: ending it"),
             }
         }
         // A revoked key's sessions are refused, as by `get`.
@@ -303,5 +306,42 @@ impl Sessions for CacheSessions {
             }
         }
         Ok(live)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::MemoryCache;
+
+    #[tokio::test]
+    async fn an_unreadable_cache_entry_leaves_only_its_own_session_out() {
+        let cache = Arc::new(MemoryCache::default());
+        let sessions = CacheSessions::new(cache.clone(), Duration::from_secs(3600));
+        let now = now_ms();
+        let good = SessionRecord {
+            token_hash: [1; 32],
+            key_id: "k1".into(),
+            user_id: "@cs_a:x".try_into().expect("user id"),
+            created_at: now,
+            last_seen_at: now,
+            expires_at: now + 3_600_000,
+        };
+        sessions
+            .create(&good, Duration::from_secs(60))
+            .await
+            .expect("create");
+        let bad = [2; 32];
+        cache
+            .put(&session_key(&bad), b"not json", Duration::from_secs(60))
+            .await
+            .expect("put");
+        let found = sessions.get_many(&[good.token_hash, bad, [3; 32]]).await;
+        let found: Vec<[u8; 32]> = found
+            .expect("the readable ones")
+            .iter()
+            .map(|s| s.token_hash)
+            .collect();
+        assert_eq!(found, [good.token_hash]);
     }
 }

@@ -39,6 +39,16 @@ pub fn event(room: &OwnedRoomId, n: u32) -> EventRecord {
     }
 }
 
+/// A message entry of `user`'s stream under `key`, with an empty payload.
+fn message_entry(user: &OwnedUserId, key: &str) -> NewStreamEntry {
+    NewStreamEntry {
+        user_id: user.clone(),
+        dedup_key: key.into(),
+        kind: "message".into(),
+        payload: "{}".into(),
+    }
+}
+
 fn ids(events: &[EventRecord]) -> Vec<&str> {
     events.iter().map(|e| e.event_id.as_str()).collect()
 }
@@ -326,12 +336,7 @@ async fn store_keeps_users_rooms_and_streams(backends: Backends) {
     assert_eq!(members, vec![joined]);
 
     // A user's stream: one entry per dedup key, increasing ids.
-    let entry = |key: &str| NewStreamEntry {
-        user_id: user.clone(),
-        dedup_key: key.into(),
-        kind: "message".into(),
-        payload: "{}".into(),
-    };
+    let entry = |key: &str| message_entry(&user, key);
     let first = stores
         .streams
         .append(&[entry("$a"), entry("$b")])
@@ -573,12 +578,7 @@ async fn the_upgrade_to_one_display_name_keeps_what_was_there(backends: Backends
         Some("$2"),
         "the room's newest message, kept through migration 0009"
     );
-    let entry = |key: &str| NewStreamEntry {
-        user_id: bob.user_id.clone(),
-        dedup_key: key.into(),
-        kind: "message".into(),
-        payload: "{}".into(),
-    };
+    let entry = |key: &str| message_entry(&bob.user_id, key);
     let appended = stores
         .streams
         .append(&[entry("$2"), entry("$4")])
