@@ -23,31 +23,51 @@ pub struct RedisLog {
     prefix: String,
 }
 
-/// What the channel carries: one appended entry.
+/// What the channel carries: one payload appended to the streams of `users`, as the
+/// entries `ids` (one each, in the same order).
 #[derive(Serialize, Deserialize)]
 struct Wire {
-    user_id: OwnedUserId,
-    id: String,
+    users: Vec<OwnedUserId>,
+    ids: Vec<String>,
     kind: String,
     payload: String,
 }
 
-/// Appends once per (user, event) and publishes, atomically: a crash cannot leave an
-/// event marked delivered but missing, and publish order is stream order.
-/// KEYS: delivered marker, stream. ARGV: cap, kind, payload, channel, user id.
+/// Users whose entries of one payload go in one script call.
+const CALL: usize = 500;
 /// Deliveries sent to Redis in one pipeline.
 const PIPELINE: usize = 1000;
 
+/// Appends one payload once per (user, event) to each user's stream and publishes what
+/// it appended in one message, atomically: a crash cannot leave an event marked
+/// delivered but missing, and publish order is stream order.
+/// KEYS: each user's delivered marker and stream. ARGV: cap, kind, payload, channel,
+/// then the user ids.
 static DELIVER: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', 86400) then return false end
-local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'kind', ARGV[2], 'payload', ARGV[3])
-redis.call('PUBLISH', ARGV[4], cjson.encode({user_id = ARGV[5], id = id, kind = ARGV[2], payload = ARGV[3]}))
-return id
+local users, ids = {}, {}
+for i = 5, #ARGV do
+  local n = 2 * (i - 4)
+  if redis.call('SET', KEYS[n - 1], '1', 'NX', 'EX', 86400) then
+    ids[#ids + 1] = redis.call('XADD', KEYS[n], 'MAXLEN', '~', ARGV[1], '*', 'kind', ARGV[2], 'payload', ARGV[3])
+    users[#users + 1] = ARGV[i]
+  end
+end
+if #users > 0 then
+  redis.call('PUBLISH', ARGV[4], cjson.encode({users = users, ids = ids, kind = ARGV[2], payload = ARGV[3]}))
+end
+return #users
 ",
     )
 });
+
+/// Deliveries that follow each other with one dedup key, kind and payload: what one
+/// event brings its recipients.
+fn same_payload(deliveries: &[Delivery]) -> impl Iterator<Item = &[Delivery]> {
+    deliveries
+        .chunk_by(|a, b| a.dedup_key == b.dedup_key && a.kind == b.kind && a.payload == b.payload)
+}
 
 /// A stream id `ms-seq` as a comparable pair.
 fn parse_id(id: &str) -> Option<(u64, u64)> {
@@ -76,6 +96,19 @@ impl RedisLog {
         })
     }
 
+    /// Runs a pipeline of delivery calls, loading the script if Redis lost it.
+    async fn send(&self, pipe: &redis::Pipeline) -> Result<(), LiveError> {
+        let mut conn = self.conn.clone();
+        match pipe.query_async::<()>(&mut conn).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                DELIVER.load_async(&mut conn).await?;
+                pipe.query_async::<()>(&mut conn).await?;
+            }
+            done => done?,
+        }
+        Ok(())
+    }
+
     fn channel(&self) -> String {
         format!("{}live", self.prefix)
     }
@@ -88,37 +121,43 @@ impl RedisLog {
 #[async_trait]
 impl StreamLog for RedisLog {
     async fn append(&self, deliveries: &[Delivery]) -> Result<Vec<LiveEvent>, LiveError> {
-        let mut conn = self.conn.clone();
-        // One pipeline per chunk: a round trip for many deliveries. Each is the
-        // script, atomic on its own; running a chunk again (after NOSCRIPT, when
-        // Redis lost its scripts) delivers nothing twice.
-        for chunk in deliveries.chunks(PIPELINE) {
-            let mut pipe = redis::pipe();
-            for d in chunk {
-                pipe.cmd("EVALSHA")
+        // A script call per payload and up to `CALL` users, a pipeline of such calls
+        // per round trip. Each call is atomic on its own; running a pipeline again
+        // (after NOSCRIPT, when Redis lost its scripts) delivers nothing twice.
+        let mut pipe = redis::pipe();
+        let mut piped = 0;
+        for group in same_payload(deliveries) {
+            for call in group.chunks(CALL) {
+                let first = &call[0];
+                let cmd = pipe
+                    .cmd("EVALSHA")
                     .arg(DELIVER.get_hash())
-                    .arg(2)
-                    .arg(format!(
+                    .arg(2 * call.len());
+                for d in call {
+                    cmd.arg(format!(
                         "{}delivered:{}:{}",
                         self.prefix, d.user_id, d.dedup_key
                     ))
-                    .arg(self.stream(&d.user_id))
-                    .arg(RETAINED_PER_USER)
-                    .arg(d.kind.as_str())
-                    .arg(&*d.payload)
-                    .arg(self.channel())
-                    .arg(d.user_id.as_str())
-                    .ignore();
-            }
-            match pipe.query_async::<()>(&mut conn).await {
-                Err(e)
-                    if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-                {
-                    DELIVER.load_async(&mut conn).await?;
-                    pipe.query_async::<()>(&mut conn).await?;
+                    .arg(self.stream(&d.user_id));
                 }
-                done => done?,
+                cmd.arg(RETAINED_PER_USER)
+                    .arg(first.kind.as_str())
+                    .arg(&*first.payload)
+                    .arg(self.channel());
+                for d in call {
+                    cmd.arg(d.user_id.as_str());
+                }
+                cmd.ignore();
+                piped += call.len();
+                if piped >= PIPELINE {
+                    self.send(&pipe).await?;
+                    pipe.clear();
+                    piped = 0;
+                }
             }
+        }
+        if piped > 0 {
+            self.send(&pipe).await?;
         }
         // The channel brings every entry back, to this daemon too.
         Ok(Vec::new())
@@ -211,12 +250,15 @@ async fn relay(
                 let Some(kind) = StreamKind::parse(&wire.kind) else {
                     continue;
                 };
-                hub.publish(LiveEvent {
-                    user_id: wire.user_id,
-                    id: wire.id,
-                    kind,
-                    payload: wire.payload.into(),
-                });
+                let payload: Arc<str> = wire.payload.into();
+                for (user_id, id) in wire.users.into_iter().zip(wire.ids) {
+                    hub.publish(LiveEvent {
+                        user_id,
+                        id,
+                        kind,
+                        payload: payload.clone(),
+                    });
+                }
             }
         }
         tracing::warn!("lost the Redis live channel; resubscribing");

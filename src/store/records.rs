@@ -1,5 +1,7 @@
 //! What the store keeps, as the core reads and writes it.
 
+use std::sync::Arc;
+
 use ruma::events::AnyTimelineEvent;
 use ruma::events::room::member::MembershipState;
 use ruma::serde::Raw;
@@ -183,10 +185,11 @@ pub struct MembershipRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewStreamEntry {
     pub user_id: OwnedUserId,
-    /// At most one entry per (user, key): feeding an event twice appends it once.
+    /// At most one entry per (user, key, kind): feeding an event twice appends it
+    /// once. The entries of one key and kind share their payload.
     pub dedup_key: String,
     pub kind: String,
-    pub payload: String,
+    pub payload: Arc<str>,
 }
 
 /// One entry of a user's live stream (embedded mode).

@@ -9,12 +9,13 @@ use super::StoreError;
 use super::sql::{Dialect, SqlStore};
 
 /// The tables whose rows `/metrics` reports.
-pub const COUNTED_TABLES: [&str; 6] = [
+pub const COUNTED_TABLES: [&str; 7] = [
     "room_events",
     "feed_queue",
     "appservice_transactions",
     "sent_messages",
     "user_events",
+    "stream_payloads",
     "audit_log",
 ];
 

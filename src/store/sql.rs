@@ -71,12 +71,17 @@ impl Dialect for sqlx::MySql {
 #[derive(Debug)]
 pub struct SqlStore<DB: Database> {
     pub(super) pool: Pool<DB>,
+    /// Each stream user's number (`stream_users`), as far as known.
+    pub(super) stream_users: super::streams::UserRefs,
 }
 
 impl<DB: Dialect> SqlStore<DB> {
     /// A store on a migrated pool.
     pub fn new(pool: Pool<DB>) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            stream_users: Default::default(),
+        }
     }
 
     /// `INSERT OR IGNORE INTO …` or `INSERT IGNORE INTO …`, as an SQL string.

@@ -1,14 +1,17 @@
 //! Pruning drops what is past its retention, in batches, and never what the feed or
 //! the room list still needs.
 
-use chatsender::store::{IncomingTransaction, TransactionOutcome};
+use chatsender::store::{IncomingTransaction, NewStreamEntry, TransactionOutcome};
 use ruma::{OwnedRoomId, OwnedUserId};
 
 use crate::for_each_backend;
 use crate::harness::{Backends, Provisioned, unique};
 use crate::state::event;
 
-for_each_backend!(pruning_keeps_what_the_feed_and_the_room_list_need);
+for_each_backend!(
+    pruning_keeps_what_the_feed_and_the_room_list_need,
+    streams_share_payloads_and_keep_each_users_newest
+);
 
 fn now_ms() -> i64 {
     let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
@@ -68,4 +71,61 @@ async fn pruning_keeps_what_the_feed_and_the_room_list_need(backends: Backends) 
     assert!(rows.contains(&("room_events", 2)), "{rows:?}");
     assert!(rows.contains(&("appservice_transactions", 0)), "{rows:?}");
     assert!(rows.contains(&("feed_queue", 1)), "{rows:?}");
+}
+
+/// A delivery to several users stores its payload once; pruning keeps each user's
+/// newest entries and drops the payloads no entry holds any more.
+async fn streams_share_payloads_and_keep_each_users_newest(backends: Backends) {
+    let provisioned = Provisioned::new(backends).await;
+    let stores = provisioned.stores().await;
+    let (streams, retention) = (stores.streams.clone(), stores.retention.clone());
+    let user = |name: &str| OwnedUserId::try_from(format!("@{}:localhost", unique(name)));
+    let (alice, bob) = (user("alice").expect("id"), user("bob").expect("id"));
+    let entry = |to: &OwnedUserId, key: &str, kind: &str| NewStreamEntry {
+        user_id: to.clone(),
+        dedup_key: key.into(),
+        kind: kind.into(),
+        payload: format!(r#"{{"{kind}":"{key}"}}"#).into(),
+    };
+    let message = |to: &OwnedUserId, key: &str| entry(to, key, "message");
+    let batch = [
+        message(&alice, "$1"),
+        message(&bob, "$1"),
+        message(&alice, "$2"),
+        message(&alice, "$3"),
+        message(&bob, "$3"),
+        // The same key as another kind is an entry of its own.
+        entry(&alice, "$3", "receipt"),
+    ];
+    let ids = streams.append(&batch).await.expect("append");
+    assert!(ids.iter().all(Option::is_some), "{ids:?}");
+    let rows = retention.table_rows().await.expect("rows");
+    assert!(rows.contains(&("user_events", 6)), "{rows:?}");
+    assert!(rows.contains(&("stream_payloads", 4)), "{rows:?}");
+    let bobs = streams.entries_after(&bob, 0, 10).await.expect("entries");
+    let bobs: Vec<&str> = bobs.iter().map(|e| e.payload.as_str()).collect();
+    assert_eq!(bobs, [r#"{"message":"$1"}"#, r#"{"message":"$3"}"#]);
+
+    // Each keeps their newest two: Alice's $1 and $2 go. $2's payload goes with them;
+    // $1's stays, Bob still holds it.
+    assert_eq!(streams.prune(i64::MAX, 2).await.expect("prune"), 2);
+    let kept = |user: &OwnedUserId| {
+        let streams = streams.clone();
+        let user = user.clone();
+        async move {
+            let entries = streams.entries_after(&user, 0, 10).await.expect("entries");
+            entries.into_iter().map(|e| e.payload).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        kept(&alice).await,
+        [r#"{"message":"$3"}"#, r#"{"receipt":"$3"}"#]
+    );
+    assert_eq!(
+        kept(&bob).await,
+        [r#"{"message":"$1"}"#, r#"{"message":"$3"}"#]
+    );
+    let rows = retention.table_rows().await.expect("rows");
+    assert!(rows.contains(&("user_events", 4)), "{rows:?}");
+    assert!(rows.contains(&("stream_payloads", 3)), "{rows:?}");
 }

@@ -368,7 +368,7 @@ async fn store_keeps_users_rooms_and_streams(backends: Backends) {
     // More entries than one statement takes, one of them given twice: the first
     // gets the id, and each id names its own entry.
     let numbered = |n: usize| NewStreamEntry {
-        payload: n.to_string(),
+        payload: n.to_string().into(),
         ..entry(&format!("$m{n}"))
     };
     let mut many: Vec<NewStreamEntry> = (0..450).map(numbered).collect();
@@ -390,7 +390,7 @@ async fn store_keeps_users_rooms_and_streams(backends: Backends) {
     let given: Vec<(i64, String)> = ids
         .iter()
         .zip(&many)
-        .filter_map(|(id, e)| Some((((*id)?), e.payload.clone())))
+        .filter_map(|(id, e)| Some((((*id)?), e.payload.to_string())))
         .collect();
     let stored: Vec<(i64, String)> = stored.into_iter().map(|e| (e.id, e.payload)).collect();
     assert_eq!(given, stored);

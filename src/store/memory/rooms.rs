@@ -121,10 +121,9 @@ impl UserStreams for MemoryStore {
         let now = crate::time::now_ms();
         let mut ids = Vec::with_capacity(entries.len());
         for e in entries {
-            let there = s
-                .streams
-                .iter()
-                .any(|(user, key, _, _)| *user == e.user_id && *key == e.dedup_key);
+            let there = s.streams.iter().any(|(user, key, entry, _)| {
+                *user == e.user_id && *key == e.dedup_key && entry.kind == e.kind
+            });
             if there {
                 ids.push(None);
                 continue;
@@ -134,7 +133,7 @@ impl UserStreams for MemoryStore {
             let entry = StreamEntry {
                 id,
                 kind: e.kind.clone(),
-                payload: e.payload.clone(),
+                payload: e.payload.to_string(),
             };
             s.streams
                 .push((e.user_id.clone(), e.dedup_key.clone(), entry, now));
