@@ -38,22 +38,23 @@ const CALL: usize = 500;
 /// Deliveries sent to Redis in one pipeline.
 const PIPELINE: usize = 1000;
 
-/// Appends one payload once per (user, event) to each user's stream and publishes what
-/// it appended in one message, atomically: a crash cannot leave an event marked
-/// delivered but missing, and publish order is stream order.
-/// KEYS: each user's delivered marker and stream. ARGV: cap, kind, payload, channel,
-/// then the user ids.
+/// Appends one payload once per (user, dedup key, kind) to each user's stream and
+/// publishes what it appended in one message, atomically: a crash cannot leave an
+/// entry marked delivered but missing, and publish order is stream order. Who has the
+/// payload is a set per dedup key and kind, kept a day after its last delivery.
+/// KEYS: that set, then each user's stream. ARGV: cap, kind, payload, channel, then
+/// the user ids.
 static DELIVER: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
 local users, ids = {}, {}
 for i = 5, #ARGV do
-  local n = 2 * (i - 4)
-  if redis.call('SET', KEYS[n - 1], '1', 'NX', 'EX', 86400) then
-    ids[#ids + 1] = redis.call('XADD', KEYS[n], 'MAXLEN', '~', ARGV[1], '*', 'kind', ARGV[2], 'payload', ARGV[3])
+  if redis.call('SADD', KEYS[1], ARGV[i]) == 1 then
+    ids[#ids + 1] = redis.call('XADD', KEYS[i - 3], 'MAXLEN', '~', ARGV[1], '*', 'kind', ARGV[2], 'payload', ARGV[3])
     users[#users + 1] = ARGV[i]
   end
 end
+redis.call('EXPIRE', KEYS[1], 86400)
 if #users > 0 then
   redis.call('PUBLISH', ARGV[4], cjson.encode({users = users, ids = ids, kind = ARGV[2], payload = ARGV[3]}))
 end
@@ -132,13 +133,15 @@ impl StreamLog for RedisLog {
                 let cmd = pipe
                     .cmd("EVALSHA")
                     .arg(DELIVER.get_hash())
-                    .arg(2 * call.len());
+                    .arg(1 + call.len())
+                    .arg(format!(
+                        "{}recipients:{}:{}",
+                        self.prefix,
+                        first.kind.as_str(),
+                        first.dedup_key
+                    ));
                 for d in call {
-                    cmd.arg(format!(
-                        "{}delivered:{}:{}",
-                        self.prefix, d.user_id, d.dedup_key
-                    ))
-                    .arg(self.stream(&d.user_id));
+                    cmd.arg(self.stream(&d.user_id));
                 }
                 cmd.arg(RETAINED_PER_USER)
                     .arg(first.kind.as_str())
