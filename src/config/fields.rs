@@ -49,7 +49,7 @@ impl Default for DatabaseSettings {
     fn default() -> Self {
         Self {
             url: default_database_url(),
-            max_connections: default_max_connections(),
+            max_connections: None,
             retention_days: default_retention_days(),
             timeout_ms: default_storage_timeout_ms(),
         }
@@ -223,9 +223,6 @@ pub(super) fn default_user_prefix() -> String {
 }
 pub(super) fn default_database_url() -> DatabaseUrl {
     DatabaseUrl::Sqlite("sqlite://data/chatsender.db".into())
-}
-pub(super) fn default_max_connections() -> u32 {
-    10
 }
 pub(super) fn default_key_prefix() -> String {
     "chatsender:".into()

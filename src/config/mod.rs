@@ -79,8 +79,9 @@ pub struct AppserviceSettings {
 pub struct DatabaseSettings {
     #[serde(default = "default_database_url")]
     pub url: DatabaseUrl,
-    #[serde(default = "default_max_connections")]
-    pub max_connections: u32,
+    /// Connections in the pool; unset: 4 for SQLite (one writer at a time, and each
+    /// connection holds its own page cache and worker thread), 10 for MariaDB.
+    pub max_connections: Option<u32>,
     /// Days received events, transactions and sent messages are kept (the homeserver
     /// keeps them anyway): long enough to recognise a redelivery.
     #[serde(default = "default_retention_days")]
@@ -277,7 +278,7 @@ impl Settings {
                 );
             }
         }
-        if self.database.max_connections == 0 {
+        if self.database.max_connections == Some(0) {
             anyhow::bail!("database.max_connections: must be at least 1");
         }
         for (key, value) in [

@@ -16,8 +16,9 @@ const CAPACITY: usize = 32;
 /// What an open stream is told.
 #[derive(Debug, Clone)]
 pub enum Signal {
-    /// A new entry of its user's stream.
-    Event(LiveEvent),
+    /// A new entry of its user's stream. Shared: the channel keeps its last
+    /// `CAPACITY` signals, and each of the user's streams takes its own reference.
+    Event(Arc<LiveEvent>),
     /// Entries may have been missed (the channel between daemons was lost): catch up
     /// from the log.
     Resync,
@@ -55,7 +56,7 @@ impl Hub {
     pub fn publish(&self, event: LiveEvent) {
         let sender = self.users().get(&event.user_id).cloned();
         if let Some(sender) = sender {
-            let woken = sender.send(Signal::Event(event)).unwrap_or(0);
+            let woken = sender.send(Signal::Event(Arc::new(event))).unwrap_or(0);
             self.count(woken);
         }
     }

@@ -1,6 +1,8 @@
 //! One open stream: what it replays, when it resets, how it catches up, and when it
 //! ends. The API only turns its items into Server-Sent Events.
 
+use std::sync::Arc;
+
 use futures_util::Stream;
 use ruma::OwnedUserId;
 use tokio::sync::broadcast::error::RecvError;
@@ -12,7 +14,7 @@ use super::{Live, LiveError, LiveEvent, Replay, Signal, StreamLog};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LiveItem {
     /// The next event of the user's stream.
-    Event(LiveEvent),
+    Event(Arc<LiveEvent>),
     /// The client's cursor is older than what is kept: it must refetch. Carries the
     /// newest id, so a reconnect resumes from there.
     Reset { latest: Option<String> },
@@ -61,7 +63,7 @@ impl Live {
                     Some(Replay::Events(missed)) => {
                         for event in missed {
                             last = Some(event.id.clone());
-                            yield LiveItem::Event(event);
+                            yield LiveItem::Event(Arc::new(event));
                         }
                     }
                     Some(Replay::Reset) => {

@@ -528,7 +528,7 @@ async fn sigterm_lets_the_transaction_in_flight_finish(backends: Backends) {
 
     let settings = chatsender::config::DatabaseSettings {
         url: provisioned.database.clone(),
-        max_connections: 1,
+        max_connections: Some(1),
         retention_days: 7,
         timeout_ms: 1000,
     };

@@ -157,7 +157,7 @@ impl Provisioned {
     /// `settings` pointed at these backends.
     pub fn apply(&self, settings: &mut Settings) {
         settings.database.url = self.database.clone();
-        settings.database.max_connections = 5;
+        settings.database.max_connections = Some(5);
         settings.redis.url = self.redis_url.clone().map(SecretString::from);
         settings.redis.key_prefix = self.key_prefix.clone();
     }

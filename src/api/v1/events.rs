@@ -17,9 +17,9 @@ use crate::live::LiveItem;
 fn sse(item: LiveItem) -> Result<Event, Infallible> {
     Ok(match item {
         LiveItem::Event(event) => Event::default()
-            .id(event.id)
+            .id(&event.id)
             .event(event.kind.as_str())
-            .data(event.payload),
+            .data(&*event.payload),
         LiveItem::Reset { latest } => {
             let reset = Event::default().event("reset").data("{}");
             match latest {
