@@ -9,7 +9,6 @@ use futures_util::StreamExt;
 use redis::aio::ConnectionManager;
 use ruma::{OwnedUserId, UserId};
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -23,42 +22,71 @@ pub struct RedisLog {
     prefix: String,
 }
 
-/// What the channel carries: one payload appended to the streams of `users`, as the
-/// entries `ids` (one each, in the same order).
-#[derive(Serialize, Deserialize)]
+/// What the channel carries, a message per payload.
+#[derive(Debug, PartialEq, Eq)]
 struct Wire {
-    users: Vec<OwnedUserId>,
-    ids: Vec<String>,
-    kind: String,
-    payload: String,
+    kind: StreamKind,
+    payload: Arc<str>,
+    /// Each user it was appended for, with the entry's id.
+    entries: Vec<(OwnedUserId, String)>,
 }
 
-/// Users whose entries of one payload go in one script call.
+impl Wire {
+    /// A message's lines: the kind, the payload (JSON, on one line), then a line per
+    /// entry, its user and its id apart by a space (neither a user id nor a stream id
+    /// has one). `None` for anything else.
+    fn parse(message: &str) -> Option<Self> {
+        let mut lines = message.split('\n');
+        let kind = StreamKind::parse(lines.next()?)?;
+        let payload = lines.next()?.into();
+        let entries = lines
+            .map(|line| {
+                let (user, id) = line.split_once(' ')?;
+                Some((OwnedUserId::try_from(user).ok()?, id.to_owned()))
+            })
+            .collect::<Option<_>>()?;
+        Some(Self {
+            kind,
+            payload,
+            entries,
+        })
+    }
+}
+
+/// Deliveries in one script call (a payload to more users takes several).
 const CALL: usize = 500;
 /// Deliveries sent to Redis in one pipeline.
 const PIPELINE: usize = 1000;
 
-/// Appends one payload once per (user, dedup key, kind) to each user's stream and
-/// publishes what it appended in one message, atomically: a crash cannot leave an
-/// entry marked delivered but missing, and publish order is stream order. Who has the
-/// payload is a set per dedup key and kind, kept a day after its last delivery.
-/// KEYS: that set, then each user's stream. ARGV: cap, kind, payload, channel, then
-/// the user ids.
+/// For each of its payloads, appends the payload once per (user, dedup key, kind) to
+/// each user's stream and publishes what it appended in one message, atomically: a
+/// crash cannot leave an entry marked delivered but missing, and publish order is
+/// stream order (the message: see [`Wire::parse`]). Who has a payload is a set per
+/// dedup key and kind, kept a day after its last delivery.
+/// KEYS: for each payload, that set, then each user's stream. ARGV: cap, channel, then
+/// for each payload its kind, the payload, the number of users n, and the n user ids.
 static DELIVER: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
-local users, ids = {}, {}
-for i = 5, #ARGV do
-  if redis.call('SADD', KEYS[1], ARGV[i]) == 1 then
-    ids[#ids + 1] = redis.call('XADD', KEYS[i - 3], 'MAXLEN', '~', ARGV[1], '*', 'kind', ARGV[2], 'payload', ARGV[3])
-    users[#users + 1] = ARGV[i]
+local cap, channel = ARGV[1], ARGV[2]
+local a, k = 3, 1
+while a <= #ARGV do
+  local kind, payload, n = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
+  local lines = {kind, payload}
+  for j = 1, n do
+    local user = ARGV[a + 2 + j]
+    if redis.call('SADD', KEYS[k], user) == 1 then
+      local id = redis.call('XADD', KEYS[k + j], 'MAXLEN', '~', cap, '*', 'kind', kind, 'payload', payload)
+      lines[#lines + 1] = user .. ' ' .. id
+    end
   end
+  redis.call('EXPIRE', KEYS[k], 86400)
+  if #lines > 2 then
+    redis.call('PUBLISH', channel, table.concat(lines, '\n'))
+  end
+  a = a + 3 + n
+  k = k + 1 + n
 end
-redis.call('EXPIRE', KEYS[1], 86400)
-if #users > 0 then
-  redis.call('PUBLISH', ARGV[4], cjson.encode({users = users, ids = ids, kind = ARGV[2], payload = ARGV[3]}))
-end
-return #users
 ",
     )
 });
@@ -97,6 +125,35 @@ impl RedisLog {
         })
     }
 
+    /// Adds one script call delivering `parts` (each one payload's) to `pipe`.
+    fn call(&self, pipe: &mut redis::Pipeline, parts: &[&[Delivery]]) {
+        let keys: usize = parts.iter().map(|part| 1 + part.len()).sum();
+        let cmd = pipe.cmd("EVALSHA").arg(DELIVER.get_hash()).arg(keys);
+        for part in parts {
+            let first = &part[0];
+            cmd.arg(format!(
+                "{}recipients:{}:{}",
+                self.prefix,
+                first.kind.as_str(),
+                first.dedup_key
+            ));
+            for d in *part {
+                cmd.arg(self.stream(&d.user_id));
+            }
+        }
+        cmd.arg(RETAINED_PER_USER).arg(self.channel());
+        for part in parts {
+            let first = &part[0];
+            cmd.arg(first.kind.as_str())
+                .arg(&*first.payload)
+                .arg(part.len());
+            for d in *part {
+                cmd.arg(d.user_id.as_str());
+            }
+        }
+        cmd.ignore();
+    }
+
     /// Runs a pipeline of delivery calls, loading the script if Redis lost it.
     async fn send(&self, pipe: &redis::Pipeline) -> Result<(), LiveError> {
         let mut conn = self.conn.clone();
@@ -122,42 +179,31 @@ impl RedisLog {
 #[async_trait]
 impl StreamLog for RedisLog {
     async fn append(&self, deliveries: &[Delivery]) -> Result<Vec<LiveEvent>, LiveError> {
-        // A script call per payload and up to `CALL` users, a pipeline of such calls
-        // per round trip. Each call is atomic on its own; running a pipeline again
-        // (after NOSCRIPT, when Redis lost its scripts) delivers nothing twice.
+        // Script calls of up to `CALL` deliveries (the payloads of many events, or
+        // one payload's part), a pipeline of such calls per round trip. Each call is
+        // atomic on its own; running a pipeline again (after NOSCRIPT, when Redis lost
+        // its scripts) delivers nothing twice.
         let mut pipe = redis::pipe();
-        let mut piped = 0;
+        let (mut call, mut in_call, mut piped) = (Vec::new(), 0, 0);
         for group in same_payload(deliveries) {
-            for call in group.chunks(CALL) {
-                let first = &call[0];
-                let cmd = pipe
-                    .cmd("EVALSHA")
-                    .arg(DELIVER.get_hash())
-                    .arg(1 + call.len())
-                    .arg(format!(
-                        "{}recipients:{}:{}",
-                        self.prefix,
-                        first.kind.as_str(),
-                        first.dedup_key
-                    ));
-                for d in call {
-                    cmd.arg(self.stream(&d.user_id));
+            for part in group.chunks(CALL) {
+                if in_call + part.len() > CALL {
+                    self.call(&mut pipe, &std::mem::take(&mut call));
+                    in_call = 0;
                 }
-                cmd.arg(RETAINED_PER_USER)
-                    .arg(first.kind.as_str())
-                    .arg(&*first.payload)
-                    .arg(self.channel());
-                for d in call {
-                    cmd.arg(d.user_id.as_str());
-                }
-                cmd.ignore();
-                piped += call.len();
+                call.push(part);
+                in_call += part.len();
+                piped += part.len();
                 if piped >= PIPELINE {
+                    self.call(&mut pipe, &std::mem::take(&mut call));
                     self.send(&pipe).await?;
                     pipe.clear();
-                    piped = 0;
+                    (in_call, piped) = (0, 0);
                 }
             }
+        }
+        if !call.is_empty() {
+            self.call(&mut pipe, &call);
         }
         if piped > 0 {
             self.send(&pipe).await?;
@@ -247,14 +293,16 @@ async fn relay(
                 let Ok(payload) = message.get_payload::<String>() else {
                     continue;
                 };
-                let Ok(wire) = serde_json::from_str::<Wire>(&payload) else {
+                let Some(Wire {
+                    kind,
+                    payload,
+                    entries,
+                }) = Wire::parse(&payload)
+                else {
+                    tracing::warn!("skipping a live channel message of another form");
                     continue;
                 };
-                let Some(kind) = StreamKind::parse(&wire.kind) else {
-                    continue;
-                };
-                let payload: Arc<str> = wire.payload.into();
-                for (user_id, id) in wire.users.into_iter().zip(wire.ids) {
+                for (user_id, id) in entries {
                     hub.publish(LiveEvent {
                         user_id,
                         id,
@@ -321,5 +369,30 @@ impl RedisLog {
             })
             .collect();
         Ok(events)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_channel_message_names_its_kind_payload_and_entries() {
+        let wire =
+            Wire::parse("message\n{\"body\":\"a b\\nc\"}\n@a:x 1-0\n@b:x 1-1").expect("parses");
+        assert_eq!(wire.kind, StreamKind::Message);
+        assert_eq!(&*wire.payload, r#"{"body":"a b\nc"}"#);
+        let entry = |u: &str, id: &str| (OwnedUserId::try_from(u).expect("id"), id.into());
+        assert_eq!(wire.entries, [entry("@a:x", "1-0"), entry("@b:x", "1-1")]);
+        for other in [
+            "",
+            "message",
+            "unknown\n{}\n@a:x 1-0",
+            "message\n{}\n@a:x",
+            "message\n{}\nnot-a-user 1-0",
+            r#"{"users":["@a:x"],"ids":["1-0"],"kind":"message","payload":"{}"}"#,
+        ] {
+            assert_eq!(Wire::parse(other), None, "{other:?}");
+        }
     }
 }

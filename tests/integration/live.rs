@@ -6,12 +6,12 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::json;
 
-use chatsender::live::{Delivery, StreamKind};
+use chatsender::live::{DatabaseLog, Delivery, RedisLog, StreamKind, StreamLog};
 use ruma::OwnedUserId;
 
 use crate::clients::room_of_two;
 use crate::harness::{
-    Backends, CacheKind, EventStream, TestApp, http, unique, urlencode, wait_until,
+    Backends, CacheKind, EventStream, Provisioned, TestApp, http, unique, urlencode, wait_until,
 };
 use crate::{for_each_backend, on_sqlite};
 
@@ -19,6 +19,7 @@ for_each_backend!(
     live_events_cross_daemons_and_survive_reconnects,
     a_message_wakes_only_its_recipients_streams,
     an_event_fed_again_after_a_crash_reaches_each_stream_once,
+    one_append_of_many_payloads_gives_each_user_their_own_once,
 );
 on_sqlite!(
     the_stream_sends_keepalives,
@@ -264,4 +265,68 @@ async fn an_event_fed_again_after_a_crash_reaches_each_stream_once(backends: Bac
     let (_, before) = replay.wait_for("$c", |e| e.data["event_id"] == "$c").await;
     let seen: Vec<_> = before.iter().map(|e| e.data["event_id"].clone()).collect();
     assert_eq!(seen, [json!("$b")], "$b once on replay");
+}
+
+/// One append carrying several payloads, one of them to more users than one Redis
+/// script call takes: each user gets each of their own payloads once, in order, and
+/// appending it all again adds nothing.
+async fn one_append_of_many_payloads_gives_each_user_their_own_once(backends: Backends) {
+    let provisioned = Provisioned::new(backends).await;
+    let log: Box<dyn StreamLog> = match &provisioned.redis_url {
+        Some(url) => Box::new(
+            RedisLog::connect(
+                &url.clone().into(),
+                &provisioned.key_prefix,
+                Duration::from_secs(5),
+            )
+            .await
+            .expect("redis"),
+        ),
+        None => Box::new(DatabaseLog::new(provisioned.stores().await.streams)),
+    };
+    let tag = unique("many");
+    let user = |n: usize| OwnedUserId::try_from(format!("@{tag}-{n}:localhost")).expect("id");
+    let to = |n: usize, key: &str, kind: StreamKind, payload: &std::sync::Arc<str>| Delivery {
+        user_id: user(n),
+        dedup_key: key.into(),
+        kind,
+        payload: payload.clone(),
+    };
+    let (a, b, read): (std::sync::Arc<str>, _, _) = (
+        r#"{"a":1}"#.into(),
+        r#"{"b":1}"#.into(),
+        r#"{"read":1}"#.into(),
+    );
+    let mut batch: Vec<Delivery> = (0..600)
+        .map(|n| to(n, "$a", StreamKind::Message, &a))
+        .collect();
+    batch.extend([600, 601].map(|n| to(n, "$b", StreamKind::Message, &b)));
+    batch.push(to(0, "$a", StreamKind::Read, &read));
+    batch.push(to(1, "$a", StreamKind::Message, &a)); // given twice
+    log.append(&batch).await.expect("append");
+    let got = |n: usize| {
+        let log = &log;
+        async move {
+            let events = log.replay_all(&user(n)).await.expect("replay");
+            events
+                .iter()
+                .map(|e| (e.kind, e.payload.to_string()))
+                .collect::<Vec<_>>()
+        }
+    };
+    let message = |p: &str| (StreamKind::Message, p.to_owned());
+    assert_eq!(
+        got(0).await,
+        [
+            message(r#"{"a":1}"#),
+            (StreamKind::Read, r#"{"read":1}"#.into())
+        ]
+    );
+    for n in [1, 499, 500, 599] {
+        assert_eq!(got(n).await, [message(r#"{"a":1}"#)], "user {n}");
+    }
+    assert_eq!(got(601).await, [message(r#"{"b":1}"#)]);
+    log.append(&batch).await.expect("append again");
+    assert_eq!(got(0).await.len(), 2, "nothing twice");
+    assert_eq!(got(599).await.len(), 1, "nothing twice");
 }
