@@ -86,7 +86,7 @@ pub struct Delivery {
     /// Appended once per (user, key): feeding an event again appends nothing.
     pub dedup_key: String,
     pub kind: StreamKind,
-    /// JSON.
+    /// JSON, compact (on one line: the Redis live channel's messages are lines).
     pub payload: Arc<str>,
 }
 
