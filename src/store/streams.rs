@@ -250,8 +250,9 @@ where
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Each entry's user's number, numbering users new to streams first, in a commit
-    /// of their own (a number once given stays, whatever becomes of the append).
+    /// Each entry's user's number, numbering users new to streams first, in a
+    /// transaction of their own (a number once given stays, whatever becomes of the
+    /// append); known only once committed.
     async fn user_refs(&self, entries: &[NewStreamEntry]) -> Result<Vec<i64>, StoreError> {
         let mut missing: Vec<&UserId> = {
             let known = self.known_users();
@@ -263,28 +264,33 @@ where
         };
         missing.sort_unstable();
         missing.dedup();
-        for chunk in missing.chunks(CHUNK) {
-            let mut query = QueryBuilder::<DB>::new(format!(
-                "{} INTO stream_users (user_id) ",
-                DB::INSERT_IGNORE
-            ));
-            query.push_values(chunk, |mut row, user| {
-                row.push_bind(user.as_str());
-            });
-            query.build().execute(&self.pool).await?;
-            let mut query =
-                QueryBuilder::<DB>::new("SELECT id, user_id FROM stream_users WHERE user_id IN (");
-            let mut users = query.separated(", ");
-            for user in chunk {
-                users.push_bind(user.as_str());
+        if !missing.is_empty() {
+            let mut numbered = Vec::with_capacity(missing.len());
+            let mut tx = self.pool.begin().await?;
+            for chunk in missing.chunks(CHUNK) {
+                let mut query = QueryBuilder::<DB>::new(format!(
+                    "{} INTO stream_users (user_id) ",
+                    DB::INSERT_IGNORE
+                ));
+                query.push_values(chunk, |mut row, user| {
+                    row.push_bind(user.as_str());
+                });
+                query.build().execute(&mut *tx).await?;
+                let mut query = QueryBuilder::<DB>::new(
+                    "SELECT id, user_id FROM stream_users WHERE user_id IN (",
+                );
+                let mut users = query.separated(", ");
+                for user in chunk {
+                    users.push_bind(user.as_str());
+                }
+                query.push(")");
+                let rows: Vec<(i64, String)> = query.build_query_as().fetch_all(&mut *tx).await?;
+                for (id, user) in rows {
+                    numbered.push((sql::id("stream_users.user_id", user)?, id));
+                }
             }
-            query.push(")");
-            let rows: Vec<(i64, String)> = query.build_query_as().fetch_all(&self.pool).await?;
-            let rows = rows
-                .into_iter()
-                .map(|(id, user)| Ok((sql::id("stream_users.user_id", user)?, id)))
-                .collect::<Result<Vec<(OwnedUserId, i64)>, StoreError>>()?;
-            self.known_users().extend(rows);
+            tx.commit().await?;
+            self.known_users().extend(numbered);
         }
         let known = self.known_users();
         entries
