@@ -3,7 +3,8 @@
 //! glibc keeps what a thread freed in that thread's arena and returns only the top of
 //! each heap to the system, so after a burst the daemon stayed resident at its peak:
 //! filling a room of 1,000 members delivers 500,000 entries, and the bench's daemon
-//! held 269 MB after it, 64 MB once `malloc_trim(0)` had handed the free pages back. Elsewhere (musl, other systems) the allocator needs no help.
+//! held 269 MB after it, 64 MB once `malloc_trim(0)` had handed the free pages back.
+//! Elsewhere (musl, other systems) the allocator needs no help.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};

@@ -83,7 +83,7 @@ impl StreamKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
     pub user_id: OwnedUserId,
-    /// Appended once per (user, key): feeding an event again appends nothing.
+    /// Appended once per (user, key, kind): feeding an event again appends nothing.
     pub dedup_key: String,
     pub kind: StreamKind,
     /// JSON, compact (on one line: the Redis live channel's messages are lines).
