@@ -39,6 +39,10 @@ def pinned(core, argv):
     return argv
 
 
+def pidof(*names):
+    return subprocess.run(["pidof", *names], capture_output=True, text=True).stdout.split()
+
+
 def wait_http(url, timeout=60, ok=lambda status: status < 500):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -100,8 +104,8 @@ class Bench:
         self.results = {}
         self.homeserver = None
 
-    def load(self, *argv, timeout=1800):
-        cmd = pinned(1, [self.a.load, *argv])
+    def load(self, *argv, timeout=1800, core=1):
+        cmd = pinned(core, [self.a.load, *argv])
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(argv[:1])} failed:\n{done.stderr[-3000:]}")
@@ -171,10 +175,13 @@ log: {{level: warn}}
         return path
 
     # --- figures ----------------------------------------------------------------------
-    def ingest(self, label, url, pid, members, concurrency=1, drain=False):
+    def ingest(self, label, url, pid, members, concurrency=1, drain=False, others=()):
+        # `others`: (name, PID) of MariaDB and Redis, whose CPU per event is reported too.
         figures = self.load("ingest", "--url", url, "--hs-token", HS_TOKEN, "--seconds", str(self.a.seconds),
                             "--concurrency", str(concurrency), "--members", str(members), "--pid", str(pid),
-                            *(["--drain"] if drain else []))
+                            *(["--drain"] if drain else []),
+                            *(["--others", *[str(p) for _, p in others]] if others else []))
+        figures["others"] = dict(zip([n for n, _ in others], figures.pop("others_cpu_us_per_event", [])))
         self.results[f"ingest {label} c={concurrency}"] = figures
         log(f"ingest {label} c={concurrency}: {figures['events_per_sec']:,.0f} events/s, "
             f"{figures['cpu_us_per_event'] or 0:.1f} µs CPU/event")
@@ -195,6 +202,22 @@ log: {{level: warn}}
             self.ingest(peer, f"http://127.0.0.1:{port}", server.pid, 0)
             out = server.stop()
             self.results[f"ingest {peer} c=1"]["peer_counted"] = out.strip()
+        # Durable recording alone, on the server's core: the bound under ChatSender's
+        # figures (see bench/load/floor.rs).
+        mariadb = pidof("mariadbd", "mysqld")
+        for label, floor, db in [("SQLite, the daemon's recording", "daemon", f"sqlite://{self.work}/floor-daemon.db"),
+                                 ("SQLite, one bare table", "bare", f"sqlite://{self.work}/floor-bare.db"),
+                                 ("MariaDB, the daemon's recording", "daemon",
+                                  self.mysql_db(f"cs_bench_{os.getpid()}_floor")),
+                                 ("MariaDB, one bare table", "bare",
+                                  self.mysql_db(f"cs_bench_{os.getpid()}_floor_bare"))]:
+            extra = ["--db-pid", mariadb[0]] if db.startswith("mysql") and mariadb else []
+            figures = self.load("floor", "--floor", floor, "--database", db, "--seconds", str(self.a.seconds),
+                                *extra, core=0)
+            self.results[f"floor {label}"] = figures
+            log(f"floor {label}: {figures['events_per_sec']:,.0f} events/s recorded, "
+                f"{figures['cpu_us_per_event']:.1f} µs CPU/event"
+                + (f" (+{figures['db_cpu_us_per_event']:.1f} µs MariaDB)" if figures.get("db_cpu_us_per_event") else ""))
         # ChatSender.
         for backend, members, label in [("sqlite", 2, "ChatSender SQLite, members"),
                                         ("sqlite", 0, "ChatSender SQLite, no members"),
@@ -202,7 +225,10 @@ log: {{level: warn}}
             for c in (1, 8):
                 config, port = self.config(f"ingest-{backend}-{members}-{c}", backend)
                 server = self.daemon(config, port)
-                self.ingest(label, f"http://127.0.0.1:{port}", server.pid, members, concurrency=c, drain=True)
+                others = [(name, pids[0]) for name, pids in
+                          [("MariaDB", mariadb), ("Redis", pidof("redis-server"))] if pids] if backend == "mariadb" else []
+                self.ingest(label, f"http://127.0.0.1:{port}", server.pid, members, concurrency=c, drain=True,
+                            others=others)
                 server.stop()
 
     def run_fanout(self):
@@ -269,9 +295,10 @@ namespaces:
 """)
         synapse_dir = f"{self.work}/synapse"
         os.makedirs(synapse_dir)
-        subprocess.run([self.a.synapse_python, self.a.dev_synapse, "start", "--dir", synapse_dir,
+        # Synapse is this figure's load: it runs on the load's core, the daemon on its own.
+        subprocess.run(pinned(1, [self.a.synapse_python, self.a.dev_synapse, "start", "--dir", synapse_dir,
                         "--port", str(synapse_port), "--registration", f"{self.work}/latency-reg.yaml",
-                        "--registration", f"{self.work}/bare-reg.yaml"], check=True, stdout=subprocess.DEVNULL)
+                        "--registration", f"{self.work}/bare-reg.yaml"]), check=True, stdout=subprocess.DEVNULL)
         try:
             keys = self.keys(config, 1, "latency")
             # Ready only once Synapse's ping got through the tap, which the load starts.
@@ -337,6 +364,19 @@ def table(results):
             cpu = figures.get("cpu_us_per_event")
             if cpu is not None:
                 row("  CPU per event", cpu, "µs", "")
+            for name, other in (figures.get("others") or {}).items():
+                row(f"  {name}'s CPU per event", other, "µs", "")
+        elif key.startswith("floor"):
+            eps = figures["events_per_sec"]
+            row(f"recording alone, {key[6:]}", eps, "events/s", "", f"{eps / base:.1%} of bare" if base else "")
+            row("  CPU per event", figures["cpu_us_per_event"], "µs", "")
+            if figures.get("db_cpu_us_per_event") is not None:
+                row("  MariaDB's CPU per event", figures["db_cpu_us_per_event"], "µs", "")
+            if base:
+                # At c=1 the next transaction comes only after the 200: the bare server's
+                # work and this durable write follow each other.
+                both = 1 / (1 / base + 1 / eps)
+                row("  bare server's work, then this recording", both, "events/s", "", f"{both / base:.1%} of bare")
         elif key.startswith("fanout"):
             row(f"{key}: all delivered", figures["all_ms"], "ms", "K=10,000: < 250 ms" if "10000" in key else "")
             row(f"{key}: RSS, streams open and idle", figures["rss_mb"], "MB", "K=10,000: < 200 MB" if "10000" in key else "")

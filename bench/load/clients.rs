@@ -115,7 +115,7 @@ async fn join_all(
     Ok(())
 }
 
-fn tag() -> String {
+pub fn tag() -> String {
     format!("{:08x}", rand::random::<u32>())
 }
 
@@ -133,6 +133,7 @@ pub struct IngestLoad {
     /// Wait, before stopping the clock, until the daemon's feeder has fed everything
     /// (its metrics: events fed = events processed).
     pub drain: bool,
+    pub others: Vec<u32>,
 }
 
 /// A counter's value in a Prometheus text exposition.
@@ -166,25 +167,30 @@ async fn drain(client: &reqwest::Client, url: &str) -> anyhow::Result<()> {
     }
 }
 
+/// A pushed transaction's body: `events` messages of ~310 bytes spread over `rooms`
+/// rooms, their ids unique per (tag, txn).
+pub fn transaction_body(events: usize, rooms: usize, server: &str, tag: &str, txn: u64) -> String {
+    let mut body = String::with_capacity(events * 330 + 16);
+    body.push_str("{\"events\":[");
+    for i in 0..events {
+        if i > 0 {
+            body.push(',');
+        }
+        let room = (txn as usize + i) % rooms;
+        body.push_str(&format!(
+            "{{\"type\":\"m.room.message\",\"room_id\":\"!bench{room}:{server}\",\
+             \"sender\":\"@someone{room}:{server}\",\"event_id\":\"$e{tag}-{txn}-{i}\",\
+             \"origin_server_ts\":1700000000000,\"content\":{{\"msgtype\":\"m.text\",\
+             \"body\":\"{BODY}\"}},\"unsigned\":{{\"age\":1}}}}"
+        ));
+    }
+    body.push_str("]}");
+    body
+}
+
 impl IngestLoad {
     fn body(&self, tag: &str, txn: u64) -> String {
-        let mut body = String::with_capacity(self.events_per_txn * 330 + 16);
-        body.push_str("{\"events\":[");
-        for i in 0..self.events_per_txn {
-            if i > 0 {
-                body.push(',');
-            }
-            let room = (txn as usize + i) % self.rooms;
-            let server = &self.server_name;
-            body.push_str(&format!(
-                "{{\"type\":\"m.room.message\",\"room_id\":\"!bench{room}:{server}\",\
-                 \"sender\":\"@someone{room}:{server}\",\"event_id\":\"$e{tag}-{txn}-{i}\",\
-                 \"origin_server_ts\":1700000000000,\"content\":{{\"msgtype\":\"m.text\",\
-                 \"body\":\"{BODY}\"}},\"unsigned\":{{\"age\":1}}}}"
-            ));
-        }
-        body.push_str("]}");
-        body
+        transaction_body(self.events_per_txn, self.rooms, &self.server_name, tag, txn)
     }
 
     pub async fn run(self) -> anyhow::Result<Value> {
@@ -244,6 +250,7 @@ impl IngestLoad {
         }
         tokio::time::sleep(warmup).await;
         let cpu_before = this.pid.and_then(cpu_seconds);
+        let others_before: Vec<Option<f64>> = this.others.iter().map(|&p| cpu_seconds(p)).collect();
         let start = Instant::now();
         counting.store(true, Ordering::Relaxed);
         for task in tasks {
@@ -268,6 +275,10 @@ impl IngestLoad {
             "drain_seconds": elapsed - answered,
             "cpu_us_per_event": cpu.map(|c| c * 1e6 / events.max(1) as f64),
             "cpu_share": cpu.map(|c| c / elapsed),
+            "others_cpu_us_per_event": this.others.iter().zip(others_before).map(|(&pid, before)| {
+                let used = cpu_seconds(pid).zip(before).map(|(after, before)| after - before);
+                used.map(|c| c * 1e6 / events.max(1) as f64)
+            }).collect::<Vec<_>>(),
         }))
     }
 }

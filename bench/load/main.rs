@@ -14,9 +14,13 @@
 //! - `latency`: through a real Synapse: a message sent to a room with a ChatSender
 //!   user, timed to the bare listener beside the daemon and to the user's stream.
 //!
+//! - `floor`: durable recording alone (no HTTP, no parsing, no feed): the bound under
+//!   the ingest figures.
+//!
 //! Each prints one JSON line of figures on stdout; progress goes to stderr.
 
 mod clients;
+mod floor;
 mod servers;
 
 use std::path::PathBuf;
@@ -71,6 +75,9 @@ enum Command {
         /// Stop the clock only once the daemon has fed every event (ChatSender).
         #[arg(long)]
         drain: bool,
+        /// Other processes whose CPU time counts (MariaDB, Redis), in the same window.
+        #[arg(long, num_args = 1..)]
+        others: Vec<u32>,
     },
     /// Opens K live streams of K users in one room and times one message to all.
     Fanout {
@@ -100,6 +107,21 @@ enum Command {
         seconds: f64,
         #[arg(long)]
         pid: Option<u32>,
+    },
+    /// Records the ingest load's transactions straight into a store for `seconds`.
+    Floor {
+        #[arg(long, value_enum)]
+        floor: floor::Floor,
+        /// `sqlite://…` or `mysql://…`, as in the daemon's `database.url`.
+        #[arg(long)]
+        database: String,
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 100)]
+        events_per_txn: usize,
+        /// The database server's PID (MariaDB), for its CPU time.
+        #[arg(long)]
+        db_pid: Option<u32>,
     },
     /// Times messages from a Matrix user through Synapse to the bare listener and to
     /// a ChatSender user's stream.
@@ -155,6 +177,7 @@ fn main() -> anyhow::Result<()> {
                 server_name,
                 pid,
                 drain,
+                others,
             } => {
                 let load = clients::IngestLoad {
                     url,
@@ -168,6 +191,7 @@ fn main() -> anyhow::Result<()> {
                     server_name,
                     pid,
                     drain,
+                    others,
                 };
                 load.run().await
             }
@@ -179,6 +203,13 @@ fn main() -> anyhow::Result<()> {
                 server_name,
                 pid,
             } => clients::fanout(&url, &hs_token, &keys, rounds, &server_name, pid).await,
+            Command::Floor {
+                floor,
+                database,
+                seconds,
+                events_per_txn,
+                db_pid,
+            } => floor::run(floor, &database, seconds, events_per_txn, db_pid).await,
             Command::Login {
                 url,
                 keys,
