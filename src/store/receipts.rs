@@ -53,11 +53,17 @@ where
         user_id: &UserId,
         event_id: &EventId,
     ) -> Result<bool, StoreError> {
+        // An unknown event: the room's newest, found through the room's one index
+        // (room_id, is_message, seq) by a lookup for each value of is_message.
         let (seq,): (Option<i64>,) = sqlx::query_as(
             "SELECT COALESCE((SELECT seq FROM room_events WHERE event_id = ?), \
-             (SELECT MAX(seq) FROM room_events WHERE room_id = ?))",
+             (SELECT MAX(newest) FROM (\
+              SELECT MAX(seq) AS newest FROM room_events WHERE room_id = ? AND is_message = 0 \
+              UNION ALL \
+              SELECT MAX(seq) FROM room_events WHERE room_id = ? AND is_message = 1) AS newest))",
         )
         .bind(event_id.as_str())
+        .bind(room_id.as_str())
         .bind(room_id.as_str())
         .fetch_one(&self.pool)
         .await?;
