@@ -80,7 +80,8 @@ pub struct DatabaseSettings {
     #[serde(default = "default_database_url")]
     pub url: DatabaseUrl,
     /// Connections in the pool; unset: 4 for SQLite (one writer at a time, and each
-    /// connection holds its own page cache and worker thread), 10 for MariaDB.
+    /// connection holds its own page cache and worker thread; from 2 on, one of them
+    /// records and feeds the pushed events), 10 for MariaDB.
     pub max_connections: Option<u32>,
     /// Days received events, transactions and sent messages are kept (the homeserver
     /// keeps them anyway): long enough to recognise a redelivery.

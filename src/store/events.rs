@@ -134,7 +134,7 @@ where
             .map(|(i, e)| (e.event_id.as_str(), i))
             .collect();
         'tries: for &numbered in sql::numberings::<DB>() {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.writer.begin().await?;
             // The first statement writes, so SQLite takes its write lock before
             // anything is read.
             let inserted = sqlx::query(Self::insert_ignore(
@@ -236,7 +236,7 @@ where
     async fn pending(&self, limit: u32) -> Result<Vec<i64>, StoreError> {
         let rows: Vec<(i64,)> = sqlx::query_as("SELECT seq FROM feed_queue ORDER BY seq LIMIT ?")
             .bind(i64::from(limit))
-            .fetch_all(&self.pool)
+            .fetch_all(&self.writer)
             .await?;
         Ok(rows.into_iter().map(|(seq,)| seq).collect())
     }
@@ -253,7 +253,7 @@ where
                 ids.push_bind(*seq);
             }
             query.push(") ORDER BY seq");
-            let rows: Vec<SeqEventRow> = query.build_query_as().fetch_all(&self.pool).await?;
+            let rows: Vec<SeqEventRow> = query.build_query_as().fetch_all(&self.writer).await?;
             for row in rows {
                 events.push((row.seq, EventRecord::try_from(row.event)?));
             }
@@ -269,7 +269,7 @@ where
             for seq in chunk {
                 ids.push_bind(*seq);
             }
-            query.push(")").build().execute(&self.pool).await?;
+            query.push(")").build().execute(&self.writer).await?;
         }
         Ok(())
     }

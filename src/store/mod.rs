@@ -206,15 +206,26 @@ async fn open_sqlite(
     {
         std::fs::create_dir_all(parent).map_err(|e| StoreError::Database(e.into()))?;
     }
-    let pool = SqlitePoolOptions::new()
-        .max_connections(max_connections)
-        // A SQLite connection is a file handle in this process: pinging it before
-        // each statement (sqlx's default) only costs a hand-off to its worker thread.
-        .test_before_acquire(false)
-        .connect_with(options)
-        .await?;
-    SQLITE_MIGRATIONS.run(&pool).await?;
-    Ok(SqlStore::new(pool))
+    // A SQLite connection is a file handle in this process: pinging it before each
+    // statement (sqlx's default) only costs a hand-off to its worker thread.
+    let pool = |connections: u32| {
+        SqlitePoolOptions::new()
+            .max_connections(connections)
+            .test_before_acquire(false)
+            .connect_with(options.clone())
+    };
+    if max_connections < 2 {
+        let pool = pool(1).await?;
+        SQLITE_MIGRATIONS.run(&pool).await?;
+        return Ok(SqlStore::new(pool));
+    }
+    // One of the connections records and feeds the pushed events. A connection drops
+    // its page cache whenever another one wrote, so the feed's statements, taken in
+    // turn from one pool, read their pages again each time: ingest side by side,
+    // 29–31k → 35–36k events/s.
+    let others = pool(max_connections - 1).await?;
+    SQLITE_MIGRATIONS.run(&others).await?;
+    Ok(SqlStore::with_writer(others, pool(1).await?))
 }
 
 /// Connects to MariaDB at `url` and migrates the database (sqlx takes a lock, so

@@ -132,7 +132,7 @@ where
         ))
         .bind(room_id.as_str())
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         let name = update.name.as_ref().map(|n| n.as_deref().unwrap_or(""));
         sqlx::query(
@@ -144,7 +144,7 @@ where
         .bind(update.encrypted.map(i64::from))
         .bind(now)
         .bind(room_id.as_str())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -173,7 +173,7 @@ where
         .bind(now_ms())
         .bind(m.room_id.as_str())
         .bind(m.user_id.as_str())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -189,7 +189,7 @@ where
         .bind(m.display_name.as_deref())
         .bind(m.sender.as_str())
         .bind(now_ms())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(DB::rows_affected(&done) == 1)
     }

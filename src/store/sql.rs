@@ -71,6 +71,10 @@ impl Dialect for sqlx::MySql {
 #[derive(Debug)]
 pub struct SqlStore<DB: Database> {
     pub(super) pool: Pool<DB>,
+    /// Where the pushed events are recorded and fed: on SQLite a connection of its
+    /// own, whose page cache stays warm between the feed's statements (a connection
+    /// drops its cache whenever another one wrote); on MariaDB the pool.
+    pub(super) writer: Pool<DB>,
     /// Each stream user's number (`stream_users`), as far as known.
     pub(super) stream_users: super::streams::UserRefs,
 }
@@ -78,8 +82,14 @@ pub struct SqlStore<DB: Database> {
 impl<DB: Dialect> SqlStore<DB> {
     /// A store on a migrated pool.
     pub fn new(pool: Pool<DB>) -> Self {
+        Self::with_writer(pool.clone(), pool)
+    }
+
+    /// A store whose events are recorded and fed on `writer`, the rest on `pool`.
+    pub fn with_writer(pool: Pool<DB>, writer: Pool<DB>) -> Self {
         Self {
             pool,
+            writer,
             stream_users: Default::default(),
         }
     }

@@ -98,7 +98,7 @@ where
             })
             .collect();
         'tries: for &numbered in sql::numberings::<DB>() {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.writer.begin().await?;
             let Some(payload_ids) = payload_ids(&mut tx, &payloads, now, numbered).await? else {
                 tx.rollback().await?;
                 continue 'tries;
@@ -261,7 +261,7 @@ where
         missing.dedup();
         if !missing.is_empty() {
             let mut numbered = Vec::with_capacity(missing.len());
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.writer.begin().await?;
             for chunk in missing.chunks(CHUNK) {
                 let mut query = QueryBuilder::<DB>::new(format!(
                     "{} INTO stream_users (user_id) ",
