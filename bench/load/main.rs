@@ -13,7 +13,6 @@
 //! - `login`: challenge + signed login by C clients; logins per second.
 //! - `latency`: through a real Synapse: a message sent to a room with a ChatSender
 //!   user, timed to the bare listener beside the daemon and to the user's stream.
-//!
 //! - `floor`: durable recording alone (no HTTP, no parsing, no feed): the bound under
 //!   the ingest figures.
 //!
