@@ -214,18 +214,18 @@ async fn open_sqlite(
             .test_before_acquire(false)
             .connect_with(options.clone())
     };
-    if max_connections < 2 {
-        let pool = pool(1).await?;
-        SQLITE_MIGRATIONS.run(&pool).await?;
-        return Ok(SqlStore::new(pool));
-    }
-    // One of the connections records and feeds the pushed events. A connection drops
-    // its page cache whenever another one wrote, so the feed's statements, taken in
-    // turn from one pool, read their pages again each time: ingest side by side,
-    // 29–31k → 35–36k events/s.
-    let others = pool(max_connections - 1).await?;
+    // From 2 connections on, one of them records and feeds the pushed events. A
+    // connection drops its page cache whenever another one wrote, so the feed's
+    // statements, taken in turn from one pool, read their pages again each time:
+    // ingest side by side, 29–31k → 35–36k events/s.
+    let others = pool(max_connections.saturating_sub(1).max(1)).await?;
     SQLITE_MIGRATIONS.run(&others).await?;
-    Ok(SqlStore::with_writer(others, pool(1).await?))
+    let writer = if max_connections < 2 {
+        others.clone()
+    } else {
+        pool(1).await?
+    };
+    Ok(SqlStore::with_writer(others, writer))
 }
 
 /// Connects to MariaDB at `url` and migrates the database (sqlx takes a lock, so
