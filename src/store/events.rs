@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use ruma::serde::Raw;
 use ruma::{EventId, OwnedEventId, RoomId, UserId};
 use serde_json::value::RawValue;
-use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, QueryBuilder, Type};
+use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, QueryBuilder, Row, Type};
 
 use super::sql::{self, Added, CHUNK, Dialect, SqlStore};
 use super::{EventRecord, IncomingTransaction, StoreError, TransactionOutcome};
@@ -134,7 +134,7 @@ where
             .map(|(i, e)| (e.event_id.as_str(), i))
             .collect();
         'tries: for &numbered in sql::numberings::<DB>() {
-            let mut tx = self.writer.begin().await?;
+            let mut tx = self.begin_synced().await?;
             // The first statement writes, so SQLite takes its write lock before
             // anything is read.
             let inserted = sqlx::query(Self::insert_ignore(
@@ -234,10 +234,25 @@ where
     }
 
     async fn pending(&self, limit: u32) -> Result<Vec<i64>, StoreError> {
-        let rows: Vec<(i64,)> = sqlx::query_as("SELECT seq FROM feed_queue ORDER BY seq LIMIT ?")
-            .bind(i64::from(limit))
-            .fetch_all(&self.writer)
-            .await?;
+        const PENDING: &str = "SELECT seq FROM feed_queue ORDER BY seq LIMIT";
+        // A round of the feed starts here: on SQLite's own connection of the feed,
+        // said in the same command, its writes from here on defer their sync.
+        let rows: Vec<(i64,)> = match self.feed_begins() {
+            Some(pragma) => {
+                let sql = format!("{pragma}; {PENDING} {limit}");
+                let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                    .fetch_all(&self.writer)
+                    .await?;
+                let seq = |row: &DB::Row| row.try_get::<i64, _>(0).map(|seq| (seq,));
+                rows.iter().map(seq).collect::<Result<_, _>>()?
+            }
+            None => {
+                sqlx::query_as(sqlx::AssertSqlSafe(format!("{PENDING} ?")))
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.writer)
+                    .await?
+            }
+        };
         Ok(rows.into_iter().map(|(seq,)| seq).collect())
     }
 

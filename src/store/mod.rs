@@ -18,6 +18,8 @@ mod rooms;
 mod sessions;
 mod sql;
 mod streams;
+#[cfg(test)]
+mod tests;
 mod users;
 
 use std::str::FromStr;
@@ -217,15 +219,15 @@ async fn open_sqlite(
     // From 2 connections on, one of them records and feeds the pushed events. A
     // connection drops its page cache whenever another one wrote, so the feed's
     // statements, taken in turn from one pool, read their pages again each time:
-    // ingest side by side, 29–31k → 35–36k events/s.
+    // ingest side by side, 29–31k → 35–36k events/s. Being the feed's own, that
+    // connection can also let the feed's commits wait for the next recording's sync
+    // (`SqlStore::feed_begins`), which a pool shared with sessions and keys cannot.
     let others = pool(max_connections.saturating_sub(1).max(1)).await?;
     SQLITE_MIGRATIONS.run(&others).await?;
-    let writer = if max_connections < 2 {
-        others.clone()
-    } else {
-        pool(1).await?
-    };
-    Ok(SqlStore::with_writer(others, writer))
+    Ok(match max_connections {
+        0 | 1 => SqlStore::new(others),
+        _ => SqlStore::with_writer(others, pool(1).await?),
+    })
 }
 
 /// Connects to MariaDB at `url` and migrates the database (sqlx takes a lock, so

@@ -14,7 +14,7 @@
 //! does not carry such bounds from a trait to its users): what sqlx needs to bind and
 //! read this crate's column types on a pool of `DB`.
 
-use sqlx::{Database, Executor, FromRow, IntoArguments, Pool, QueryBuilder};
+use sqlx::{Database, Executor, FromRow, IntoArguments, Pool, QueryBuilder, Transaction};
 
 use super::StoreError;
 
@@ -31,6 +31,15 @@ pub trait Dialect: Database {
     /// rows, so MariaDB reads them back with `RETURNING`.
     const NUMBERS_INSERTS_IN_ORDER: bool;
 
+    /// Said first on a connection whose next commits must survive a power loss, where a
+    /// connection can be told otherwise (SQLite: `synchronous = FULL`, its setting).
+    const SYNC_COMMITS: Option<&'static str>;
+    /// Said first on a connection whose next commits may wait for the next synced one
+    /// to reach the disk: they survive the daemon's crash, and a power loss can undo
+    /// them (SQLite in WAL mode: `synchronous = NORMAL`; one fsync of the log covers
+    /// every commit before it). `None` where a session cannot choose (MariaDB).
+    const DEFER_SYNC: Option<&'static str>;
+
     /// The rows a statement changed.
     fn rows_affected(result: &Self::QueryResult) -> u64;
 
@@ -42,6 +51,8 @@ impl Dialect for sqlx::Sqlite {
     const BACKEND: &'static str = "sqlite";
     const INSERT_IGNORE: &'static str = "INSERT OR IGNORE";
     const NUMBERS_INSERTS_IN_ORDER: bool = true;
+    const SYNC_COMMITS: Option<&'static str> = Some("PRAGMA synchronous = FULL");
+    const DEFER_SYNC: Option<&'static str> = Some("PRAGMA synchronous = NORMAL");
 
     fn rows_affected(result: &Self::QueryResult) -> u64 {
         result.rows_affected()
@@ -56,6 +67,8 @@ impl Dialect for sqlx::MySql {
     const BACKEND: &'static str = "mysql";
     const INSERT_IGNORE: &'static str = "INSERT IGNORE";
     const NUMBERS_INSERTS_IN_ORDER: bool = false;
+    const SYNC_COMMITS: Option<&'static str> = None;
+    const DEFER_SYNC: Option<&'static str> = None;
 
     fn rows_affected(result: &Self::QueryResult) -> u64 {
         result.rows_affected()
@@ -75,6 +88,9 @@ pub struct SqlStore<DB: Database> {
     /// own, whose page cache stays warm between the feed's statements (a connection
     /// drops its cache whenever another one wrote); on MariaDB the pool.
     pub(super) writer: Pool<DB>,
+    /// Whether the feed's writes on `writer` leave syncing to the next recording (see
+    /// [`SqlStore::feed_begins`]): only where `writer` is the feed's own connection.
+    pub(super) feed_defers_sync: bool,
     /// Each stream user's number (`stream_users`), as far as known.
     pub(super) stream_users: super::streams::UserRefs,
 }
@@ -82,15 +98,48 @@ pub struct SqlStore<DB: Database> {
 impl<DB: Dialect> SqlStore<DB> {
     /// A store on a migrated pool.
     pub fn new(pool: Pool<DB>) -> Self {
-        Self::with_writer(pool.clone(), pool)
+        Self {
+            writer: pool.clone(),
+            pool,
+            feed_defers_sync: false,
+            stream_users: Default::default(),
+        }
     }
 
-    /// A store whose events are recorded and fed on `writer`, the rest on `pool`.
+    /// A store whose events are recorded and fed on `writer`, a pool of its own, and
+    /// the rest on `pool`.
     pub fn with_writer(pool: Pool<DB>, writer: Pool<DB>) -> Self {
         Self {
             pool,
             writer,
+            feed_defers_sync: true,
             stream_users: Default::default(),
+        }
+    }
+
+    /// Begins a transaction on `writer` whose commit survives a power loss: what the
+    /// 200 to Synapse promises.
+    pub(super) async fn begin_synced(&self) -> Result<Transaction<'static, DB>, sqlx::Error> {
+        match DB::SYNC_COMMITS {
+            Some(pragma) => self.writer.begin_with(begin_after(pragma)).await,
+            None => self.writer.begin().await,
+        }
+    }
+
+    /// What the feed says first on `writer`, if anything, so that its writes commit
+    /// without waiting for the disk. Everything the feed writes is derived from events
+    /// recorded before it: a power loss that undoes some of it also undoes their
+    /// `mark_fed`, so those events are fed again (each entry and membership once).
+    /// The next recording's synced commit makes them durable with it.
+    pub(super) fn feed_begins(&self) -> Option<&'static str> {
+        DB::DEFER_SYNC.filter(|_| self.feed_defers_sync)
+    }
+
+    /// Begins a transaction of the feed's on `writer` (see [`SqlStore::feed_begins`]).
+    pub(super) async fn begin_feed(&self) -> Result<Transaction<'static, DB>, sqlx::Error> {
+        match self.feed_begins() {
+            Some(pragma) => self.writer.begin_with(begin_after(pragma)).await,
+            None => self.writer.begin().await,
         }
     }
 
@@ -98,6 +147,11 @@ impl<DB: Dialect> SqlStore<DB> {
     pub(super) fn insert_ignore(rest: &str) -> sqlx::AssertSqlSafe<String> {
         sqlx::AssertSqlSafe(format!("{} {rest}", DB::INSERT_IGNORE))
     }
+}
+
+/// `BEGIN` after `pragma`, in one command: one hand-off to sqlx-sqlite's worker.
+fn begin_after(pragma: &str) -> sqlx::AssertSqlSafe<String> {
+    sqlx::AssertSqlSafe(format!("{pragma}; BEGIN"))
 }
 
 /// Rows per multi-row statement.
