@@ -11,7 +11,7 @@
 
 FROM rust:1.95.0-slim-bookworm AS build
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs link-order.txt ./
 COPY src src
 COPY migrations migrations
 # The registry and target directory are cached between builds; the binary is copied
