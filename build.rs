@@ -13,6 +13,7 @@ use std::path::Path;
 fn main() {
     println!("cargo::rerun-if-changed=link-order.txt");
     println!("cargo::rerun-if-env-changed=CARGO_ENCODED_RUSTFLAGS");
+    println!("cargo::rerun-if-env-changed=CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER");
     let release = env::var("PROFILE").as_deref() == Ok("release");
     let lld_target = env::var("TARGET").as_deref() == Ok("x86_64-unknown-linux-gnu");
     // A linker of one's own choosing may not be LLD.
