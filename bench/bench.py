@@ -273,9 +273,23 @@ log: {{level: warn}}
             with open(f"/proc/{server.pid}/status") as f:
                 rss = next(int(l.split()[1]) for l in f if l.startswith("VmRSS:")) / 1024
             server.stop()
-            self.results[f"idle {backend}"] = {"ready_ms": ready * 1000, "first_ms": first * 1000, "rss_mb": rss}
+            self.results[f"idle {backend}"] = {"ready_ms": ready * 1000, "first_ms": first * 1000, "rss_mb": rss,
+                                               "laid_out": self.laid_out()}
             log(f"idle {backend}: first start (new database) ready in {first * 1000:.0f} ms; "
-                f"start ready in {ready * 1000:.0f} ms, RSS {rss:.1f} MB")
+                f"start ready in {ready * 1000:.0f} ms, RSS {rss:.1f} MB; functions of link-order.txt "
+                f"in the executable: {self.results[f'idle {backend}']['laid_out'] or 'not counted (no nm)'}")
+
+    def laid_out(self):
+        """How many of link-order.txt's functions the daemon has: fewer once the list is
+        stale (scripts/link-order remakes it), and the idle RSS grows back."""
+        order = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "link-order.txt")
+        if not shutil.which("nm") or not os.path.exists(order):
+            return None
+        out = subprocess.run(["nm", "--defined-only", self.a.chatsender], capture_output=True, text=True).stdout
+        have = {line.split()[-1] for line in out.splitlines() if line.strip()}
+        with open(order) as f:
+            listed = [line.strip() for line in f if line.strip()]
+        return f"{sum(n in have for n in listed):,} of {len(listed):,}"
 
     def run_latency(self):
         synapse_port, bare_port, tap_port = free_port(), free_port(), free_port()
