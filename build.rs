@@ -6,6 +6,10 @@
 //! Only for release builds on x86-64 Linux with rustc's own LLD, the default linker
 //! there: other linkers do not take `--symbol-ordering-file`. A name the executable
 //! no longer has (the code changed since the file was made) is skipped.
+//!
+//! The linker reads a copy in `OUT_DIR`: the quickstart's tests build a copy of the
+//! repository into the same target directory, and cargo may then reuse this script's
+//! output there, so a path into the checkout could name one that is gone.
 
 use std::env;
 use std::path::Path;
@@ -20,13 +24,18 @@ fn main() {
     let own_linker = env::var("CARGO_ENCODED_RUSTFLAGS")
         .is_ok_and(|flags| flags.contains("linker"))
         || env::var_os("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER").is_some();
-    let Some(dir) = env::var_os("CARGO_MANIFEST_DIR") else {
+    let (Some(dir), Some(out)) = (env::var_os("CARGO_MANIFEST_DIR"), env::var_os("OUT_DIR")) else {
         return;
     };
     let order = Path::new(&dir).join("link-order.txt");
     if release && lld_target && !own_linker && order.exists() {
-        let order = order.display();
-        println!("cargo::rustc-link-arg-bin=chatsender=-Wl,--symbol-ordering-file={order}");
+        let copy = Path::new(&out).join("link-order.txt");
+        if let Err(error) = std::fs::copy(&order, &copy) {
+            println!("cargo::warning=link-order.txt not used: cannot copy it to OUT_DIR: {error}");
+            return;
+        }
+        let copy = copy.display();
+        println!("cargo::rustc-link-arg-bin=chatsender=-Wl,--symbol-ordering-file={copy}");
         println!("cargo::rustc-link-arg-bin=chatsender=-Wl,--no-warn-symbol-ordering");
     }
 }

@@ -259,6 +259,7 @@ log: {{level: warn}}
             server.stop()
 
     def run_idle(self):
+        laid_out = self.laid_out()
         for backend in ("sqlite", "mariadb"):
             config, port = self.config(f"idle-{backend}", backend)
             # The first start creates and migrates the database; the goal is for a
@@ -274,10 +275,10 @@ log: {{level: warn}}
                 rss = next(int(l.split()[1]) for l in f if l.startswith("VmRSS:")) / 1024
             server.stop()
             self.results[f"idle {backend}"] = {"ready_ms": ready * 1000, "first_ms": first * 1000, "rss_mb": rss,
-                                               "laid_out": self.laid_out()}
+                                               "laid_out": laid_out}
             log(f"idle {backend}: first start (new database) ready in {first * 1000:.0f} ms; "
                 f"start ready in {ready * 1000:.0f} ms, RSS {rss:.1f} MB; functions of link-order.txt "
-                f"in the executable: {self.results[f'idle {backend}']['laid_out'] or 'not counted (no nm)'}")
+                f"in the executable: {laid_out or 'not counted (no nm)'}")
 
     def laid_out(self):
         """How many of link-order.txt's functions the daemon has: fewer once the list is

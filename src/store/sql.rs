@@ -120,10 +120,7 @@ impl<DB: Dialect> SqlStore<DB> {
     /// Begins a transaction on `writer` whose commit survives a power loss: what the
     /// 200 to Synapse promises.
     pub(super) async fn begin_synced(&self) -> Result<Transaction<'static, DB>, sqlx::Error> {
-        match DB::SYNC_COMMITS {
-            Some(pragma) => self.writer.begin_with(begin_after(pragma)).await,
-            None => self.writer.begin().await,
-        }
+        self.begin_after(DB::SYNC_COMMITS).await
     }
 
     /// What the feed says first on `writer`, if anything, so that its writes commit
@@ -137,8 +134,20 @@ impl<DB: Dialect> SqlStore<DB> {
 
     /// Begins a transaction of the feed's on `writer` (see [`SqlStore::feed_begins`]).
     pub(super) async fn begin_feed(&self) -> Result<Transaction<'static, DB>, sqlx::Error> {
-        match self.feed_begins() {
-            Some(pragma) => self.writer.begin_with(begin_after(pragma)).await,
+        self.begin_after(self.feed_begins()).await
+    }
+
+    /// Begins a transaction on `writer`, after `pragma` if any, in one command: one
+    /// hand-off to sqlx-sqlite's worker.
+    async fn begin_after(
+        &self,
+        pragma: Option<&'static str>,
+    ) -> Result<Transaction<'static, DB>, sqlx::Error> {
+        match pragma {
+            Some(pragma) => {
+                let begin = sqlx::AssertSqlSafe(format!("{pragma}; BEGIN"));
+                self.writer.begin_with(begin).await
+            }
             None => self.writer.begin().await,
         }
     }
@@ -147,11 +156,6 @@ impl<DB: Dialect> SqlStore<DB> {
     pub(super) fn insert_ignore(rest: &str) -> sqlx::AssertSqlSafe<String> {
         sqlx::AssertSqlSafe(format!("{} {rest}", DB::INSERT_IGNORE))
     }
-}
-
-/// `BEGIN` after `pragma`, in one command: one hand-off to sqlx-sqlite's worker.
-fn begin_after(pragma: &str) -> sqlx::AssertSqlSafe<String> {
-    sqlx::AssertSqlSafe(format!("{pragma}; BEGIN"))
 }
 
 /// Rows per multi-row statement.
