@@ -2,13 +2,13 @@
 //!
 //! Every event the daemon looks at comes through here: those Synapse pushes (first
 //! their envelope, for the event log; later their content, for the feed), a room's
-//! state when a user joins, and history pages. Content is read with ruma's types; an
-//! event whose content those refuse still counts (a message shows as `other`), so one
-//! odd event never stops the rest.
+//! state when a user joins, and history pages. Content is read with ruma's types (a
+//! message's type and body, all it shows, on their own); an event whose content those
+//! refuse still counts (a message shows as `other`), so one odd event never stops the
+//! rest.
 
 use ruma::events::AnyTimelineEvent;
 use ruma::events::room::member::{MembershipState, RoomMemberEventContent};
-use ruma::events::room::message::{MessageType, RoomMessageEventContent};
 use ruma::events::room::name::RoomNameEventContent;
 use ruma::serde::Raw;
 use ruma::{MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId, OwnedUserId, UserId};
@@ -267,29 +267,31 @@ fn member(target: OwnedUserId, content: Option<&RawValue>, unsigned: Option<&Raw
     }
 }
 
+/// The two fields of a message's content ChatSender shows, each read on its own, so
+/// that one odd field elsewhere (say, in its mentions) spoils neither. They are all a
+/// message needs, so ruma's full content type (which reads the whole content into a
+/// tree first, and every field of it) is not asked.
+#[derive(Deserialize)]
+struct MessageFields<'a> {
+    #[serde(borrow)]
+    msgtype: Option<&'a RawValue>,
+    #[serde(borrow)]
+    body: Option<&'a RawValue>,
+}
+
 fn message(content: Option<&RawValue>) -> Content {
-    let (kind, body) = match content_as::<RoomMessageEventContent>(content) {
-        Some(c) => {
-            let kind = match &c.msgtype {
-                MessageType::Text(_) => MessageKind::Text,
-                MessageType::Notice(_) => MessageKind::Notice,
-                MessageType::Emote(_) => MessageKind::Emote,
-                _ => MessageKind::Other,
-            };
-            (kind, c.msgtype.body().to_owned())
-        }
-        // One odd field (say, in its mentions) does not make a text something else.
-        None => {
-            let kind = match field(content, "msgtype").as_str() {
-                Some("m.text") => MessageKind::Text,
-                Some("m.notice") => MessageKind::Notice,
-                Some("m.emote") => MessageKind::Emote,
-                _ => MessageKind::Other,
-            };
-            let body = field(content, "body");
-            (kind, body.as_str().unwrap_or_default().to_owned())
-        }
+    let fields = content.and_then(|c| serde_json::from_str::<MessageFields<'_>>(c.get()).ok());
+    let text = |v: Option<&RawValue>| {
+        v.and_then(|v| serde_json::from_str::<std::borrow::Cow<'_, str>>(v.get()).ok())
     };
+    let (msgtype, body) = fields.map_or((None, None), |f| (text(f.msgtype), text(f.body)));
+    let kind = match msgtype.as_deref() {
+        Some("m.text") => MessageKind::Text,
+        Some("m.notice") => MessageKind::Notice,
+        Some("m.emote") => MessageKind::Emote,
+        _ => MessageKind::Other,
+    };
+    let body = body.map(std::borrow::Cow::into_owned).unwrap_or_default();
     Content::Message { kind, body }
 }
 
@@ -430,6 +432,23 @@ mod tests {
             content(event("m.room.message", None, odd)),
             message(MessageKind::Text, "b"),
             "one odd field keeps a text a text"
+        );
+        let escaped = json!({"msgtype": "m.text", "body": "line\none \"quoted\" \u{e9}"});
+        assert_eq!(
+            content(event("m.room.message", None, escaped)),
+            message(MessageKind::Text, "line\none \"quoted\" \u{e9}"),
+            "escapes in the body are read"
+        );
+        let image = json!({"msgtype": "m.image", "body": "cat.png", "url": "mxc://x/y"});
+        assert_eq!(
+            content(event("m.room.message", None, image)),
+            message(MessageKind::Other, "cat.png"),
+            "anything else shows its description"
+        );
+        assert_eq!(
+            content(event("m.room.message", None, json!({"msgtype": "m.text"}))),
+            message(MessageKind::Text, ""),
+            "a text without a body is an empty text"
         );
         assert_eq!(
             content(event("m.room.topic", Some(""), json!({}))),
