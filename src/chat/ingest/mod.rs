@@ -241,9 +241,6 @@ impl Ingest {
                 self.recent.clear();
                 return Ok(done);
             }
-            // Fewer than a batch is all there was: what is recorded from now on wakes
-            // the feeder again, so the round that follows need not ask once more.
-            let last = pending.len() < BATCH as usize;
             let records = self.recent.take(&*self.events, &pending).await?;
             let mut round = Round::default();
             let mut failure = None;
@@ -272,9 +269,6 @@ impl Ingest {
             done += round.applied.len();
             if let Some(error) = failure.or(delivered.err()) {
                 return Err(error);
-            }
-            if last {
-                return Ok(done);
             }
         }
     }
