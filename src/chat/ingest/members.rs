@@ -83,6 +83,24 @@ impl Members {
             .unwrap_or_default())
     }
 
+    /// The room's joined ChatSender users, or none if more than `most` members have
+    /// joined it: a large room's list is not copied where it would be thrown away.
+    pub(super) async fn ours_unless_over(
+        &self,
+        index: &dyn RoomIndex,
+        namespace: &Namespace,
+        room_id: &RoomId,
+        most: usize,
+    ) -> Result<Vec<OwnedUserId>, StoreError> {
+        self.load(index, namespace, room_id).await?;
+        Ok(self
+            .rooms()
+            .get(room_id)
+            .filter(|r| r.joined.len() <= most)
+            .map(|r| r.ours.clone())
+            .unwrap_or_default())
+    }
+
     /// How many members the room has joined.
     pub(super) fn joined_count(&self, room_id: &RoomId) -> usize {
         self.rooms().get(room_id).map_or(0, |r| r.joined.len())

@@ -310,7 +310,11 @@ impl Ingest {
                 }
                 self.rooms.update_room(room, &update).await?;
                 // Loaded before the change is written: the view then applies it once.
-                let mut to = self.members.ours(index, ns, room).await?;
+                // A change moves the count by one at most, so past `LARGE_ROOM + 1`
+                // members the list would be cleared below: it is not copied (filling
+                // a room of K copied K lists of up to K users).
+                let most = LARGE_ROOM + 1;
+                let mut to = self.members.ours_unless_over(index, ns, room, most).await?;
                 if let Some(record) = event.membership() {
                     self.rooms.set_membership(&record).await?;
                     self.members.apply(ns, &record);

@@ -46,3 +46,44 @@ async fn in_a_large_room_a_join_reaches_the_joiner_and_messages_reach_everyone()
         ["membership @cs_late:x", "message $m"]
     );
 }
+
+fn leave(id: &str, who: &str) -> Raw<AnyTimelineEvent> {
+    raw(
+        json!({"type": "m.room.member", "event_id": id, "room_id": "!r:x",
+        "sender": format!("@{who}:x"), "state_key": format!("@{who}:x"),
+        "origin_server_ts": 1, "content": {"membership": "leave"}}),
+    )
+}
+
+/// Whether a remote member's leave reaches cs_alice, in a room of cs_alice and
+/// `remotes` remote members (the room's size after the leave decides).
+async fn leave_reaches_alice(remotes: usize) -> bool {
+    let store = Arc::new(MemoryStore::default());
+    let log = GatedLog::new(&store, GatedLog::open(), GatedLog::open());
+    let ingest = ingest(&store, log, HOUR);
+    let mut events = vec![join("$a", "cs_alice")];
+    events.extend((0..remotes).map(|i| join(&format!("$r{i}"), &format!("remote{i}"))));
+    events.push(leave("$gone", "remote0"));
+    ingest
+        .record("1", [1; 32], &events, NONE)
+        .await
+        .expect("record");
+    ingest.run_pending().await.expect("feed");
+    let alice = store
+        .entries_after(&user("cs_alice"), 0, 10_000)
+        .await
+        .expect("entries");
+    alice.iter().any(|e| {
+        let payload: Value = serde_json::from_str(&e.payload).expect("json");
+        payload["user_id"] == "@remote0:x" && payload["membership"] == "leave"
+    })
+}
+
+#[tokio::test]
+async fn a_leave_that_brings_a_room_back_to_its_limit_reaches_every_member() {
+    // LARGE_ROOM + 1 joined before the leave, LARGE_ROOM after: a room the size of
+    // the limit tells its members.
+    assert!(leave_reaches_alice(LARGE_ROOM).await);
+    // LARGE_ROOM + 2 before, LARGE_ROOM + 1 after: still large.
+    assert!(!leave_reaches_alice(LARGE_ROOM + 1).await);
+}
