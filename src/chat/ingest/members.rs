@@ -75,12 +75,8 @@ impl Members {
         namespace: &Namespace,
         room_id: &RoomId,
     ) -> Result<Vec<OwnedUserId>, StoreError> {
-        self.load(index, namespace, room_id).await?;
-        Ok(self
-            .rooms()
-            .get(room_id)
-            .map(|r| r.ours.clone())
-            .unwrap_or_default())
+        self.ours_unless_over(index, namespace, room_id, usize::MAX)
+            .await
     }
 
     /// The room's joined ChatSender users, or none if more than `most` members have
