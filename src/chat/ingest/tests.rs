@@ -32,12 +32,17 @@ fn raw(event: Value) -> Raw<AnyTimelineEvent> {
     Raw::from_json(serde_json::value::to_raw_value(&event).expect("json"))
 }
 
-fn join(id: &str, who: &str) -> Raw<AnyTimelineEvent> {
+/// `who` changing their own membership to `membership`.
+fn membership(id: &str, who: &str, membership: &str) -> Raw<AnyTimelineEvent> {
     raw(
         json!({"type": "m.room.member", "event_id": id, "room_id": "!r:x",
         "sender": format!("@{who}:x"), "state_key": format!("@{who}:x"),
-        "origin_server_ts": 1, "content": {"membership": "join"}}),
+        "origin_server_ts": 1, "content": {"membership": membership}}),
     )
+}
+
+fn join(id: &str, who: &str) -> Raw<AnyTimelineEvent> {
+    membership(id, who, "join")
 }
 
 fn text(id: &str, who: &str, body: &str) -> Raw<AnyTimelineEvent> {

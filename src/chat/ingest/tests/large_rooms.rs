@@ -2,19 +2,31 @@
 
 use super::*;
 
-#[tokio::test]
-async fn in_a_large_room_a_join_reaches_the_joiner_and_messages_reach_everyone() {
+/// A store fed `events` in one transaction.
+async fn fed(events: &[Raw<AnyTimelineEvent>]) -> Arc<MemoryStore> {
     let store = Arc::new(MemoryStore::default());
     let log = GatedLog::new(&store, GatedLog::open(), GatedLog::open());
     let ingest = ingest(&store, log, HOUR);
-    let mut events = vec![join("$a", "cs_alice")];
-    events.extend((0..LARGE_ROOM).map(|i| join(&format!("$r{i}"), &format!("remote{i}"))));
-    events.extend([join("$late", "cs_late"), text("$m", "carol", "hi")]);
     ingest
-        .record("1", [1; 32], &events, NONE)
+        .record("1", [1; 32], events, NONE)
         .await
         .expect("record");
     ingest.run_pending().await.expect("feed");
+    store
+}
+
+/// cs_alice, then `remotes` remote members, joining.
+fn joins(remotes: usize) -> Vec<Raw<AnyTimelineEvent>> {
+    let mut events = vec![join("$a", "cs_alice")];
+    events.extend((0..remotes).map(|i| join(&format!("$r{i}"), &format!("remote{i}"))));
+    events
+}
+
+#[tokio::test]
+async fn in_a_large_room_a_join_reaches_the_joiner_and_messages_reach_everyone() {
+    let mut events = joins(LARGE_ROOM);
+    events.extend([join("$late", "cs_late"), text("$m", "carol", "hi")]);
+    let store = fed(&events).await;
 
     let alice = store
         .entries_after(&user("cs_alice"), 0, 10_000)
@@ -47,28 +59,12 @@ async fn in_a_large_room_a_join_reaches_the_joiner_and_messages_reach_everyone()
     );
 }
 
-fn leave(id: &str, who: &str) -> Raw<AnyTimelineEvent> {
-    raw(
-        json!({"type": "m.room.member", "event_id": id, "room_id": "!r:x",
-        "sender": format!("@{who}:x"), "state_key": format!("@{who}:x"),
-        "origin_server_ts": 1, "content": {"membership": "leave"}}),
-    )
-}
-
 /// Whether a remote member's leave reaches cs_alice, in a room of cs_alice and
 /// `remotes` remote members (the room's size after the leave decides).
 async fn leave_reaches_alice(remotes: usize) -> bool {
-    let store = Arc::new(MemoryStore::default());
-    let log = GatedLog::new(&store, GatedLog::open(), GatedLog::open());
-    let ingest = ingest(&store, log, HOUR);
-    let mut events = vec![join("$a", "cs_alice")];
-    events.extend((0..remotes).map(|i| join(&format!("$r{i}"), &format!("remote{i}"))));
-    events.push(leave("$gone", "remote0"));
-    ingest
-        .record("1", [1; 32], &events, NONE)
-        .await
-        .expect("record");
-    ingest.run_pending().await.expect("feed");
+    let mut events = joins(remotes);
+    events.push(membership("$gone", "remote0", "leave"));
+    let store = fed(&events).await;
     let alice = store
         .entries_after(&user("cs_alice"), 0, 10_000)
         .await
