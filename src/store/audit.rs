@@ -27,6 +27,15 @@ pub trait AuditLog: Send + Sync + 'static {
     async fn audit_log(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;
 }
 
+/// Each key's latest login in `logins`, once per key.
+fn latest_logins(logins: &[(String, i64)]) -> Vec<(&str, i64)> {
+    let mut latest: Vec<(&str, i64)> = logins.iter().map(|(k, at)| (k.as_str(), *at)).collect();
+    // Newest first within a key, so deduplication keeps the latest.
+    latest.sort_unstable_by(|a, b| a.0.cmp(b.0).then(b.1.cmp(&a.1)));
+    latest.dedup_by(|later, kept| later.0 == kept.0);
+    latest
+}
+
 /// An `audit_log` row.
 #[derive(sqlx::FromRow)]
 struct AuditRow {
@@ -73,13 +82,24 @@ where
         logins: &[(String, i64)],
     ) -> Result<(), StoreError> {
         let now = now_ms();
+        let logins = latest_logins(logins);
         let mut tx = self.pool.begin().await?;
-        for (key_id, at) in logins {
-            sqlx::query("UPDATE login_keys SET last_login_at = ? WHERE key_id = ?")
-                .bind(*at)
-                .bind(key_id.as_str())
-                .execute(&mut *tx)
-                .await?;
+        // One statement for the batch's keys, not one each: a batch holds the logins
+        // of every concurrent client.
+        for chunk in logins.chunks(CHUNK) {
+            let mut query =
+                QueryBuilder::<DB>::new("UPDATE login_keys SET last_login_at = CASE key_id");
+            for (key_id, at) in chunk {
+                query.push(" WHEN ").push_bind(*key_id);
+                query.push(" THEN ").push_bind(*at);
+            }
+            query.push(" END WHERE key_id IN (");
+            let mut ids = query.separated(", ");
+            for (key_id, _) in chunk {
+                ids.push_bind(*key_id);
+            }
+            query.push(")");
+            query.build().execute(&mut *tx).await?;
         }
         for chunk in entries.chunks(CHUNK) {
             let mut query = QueryBuilder::<DB>::new(

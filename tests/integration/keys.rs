@@ -5,13 +5,19 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use chatsender::keys::{PublicKey, encode_base64};
-use chatsender::store::AuditEvent;
+use chatsender::store::{AuditEntry, AuditEvent, NewKey};
+use ruma::OwnedUserId;
 use serde_json::{Value, json};
 
-use crate::harness::{Backends, TestApp, env, http, stderr, stdout, unique, urlencode};
+use crate::harness::{
+    Backends, Provisioned, TestApp, env, http, stderr, stdout, unique, urlencode,
+};
 use crate::{for_each_backend, on_sqlite};
 
-for_each_backend!(generated_and_openssl_keys_log_in);
+for_each_backend!(
+    generated_and_openssl_keys_log_in,
+    a_batch_of_logins_leaves_each_key_its_latest
+);
 on_sqlite!(keygen_reports_progress_on_long_runs);
 
 fn openssl(args: &[&str]) -> Output {
@@ -188,4 +194,53 @@ async fn keygen_reports_progress_on_long_runs(backends: Backends) {
         "one line per key on stdout"
     );
     assert_eq!(std::fs::read_dir(&out).expect("out dir").count(), 1000);
+}
+
+/// The audit writer commits the logins of concurrent clients together: each key keeps
+/// its latest login, whatever the order in the batch, and keys not in it keep theirs.
+async fn a_batch_of_logins_leaves_each_key_its_latest(backends: Backends) {
+    let provisioned = Provisioned::new(backends).await;
+    let stores = provisioned.stores().await;
+    let keys: Vec<NewKey> = (0u8..3)
+        .map(|n| {
+            let user = format!("@{}:localhost", unique("cs_k"));
+            NewKey {
+                key_id: unique(""),
+                fingerprint: format!("{:0>64}", unique(&format!("{n:02x}"))),
+                public_key: [n; 32],
+                user_id: OwnedUserId::try_from(user).expect("user id"),
+                name: None,
+                display_name: None,
+            }
+        })
+        .collect();
+    stores.keys.insert_keys(&keys).await.expect("keys");
+    let login = |key: &NewKey| AuditEntry {
+        event: AuditEvent::LoginSuccess,
+        key_id: Some(key.key_id.clone()),
+        user_id: Some(key.user_id.to_string()),
+        ip: Some("127.0.0.1".into()),
+        detail: None,
+    };
+    let (a, b) = (&keys[0], &keys[1]);
+    let entries = [login(a), login(b), login(a), login(a)];
+    let logins = [
+        (a.key_id.clone(), 20),
+        (b.key_id.clone(), 7),
+        (a.key_id.clone(), 30),
+        (a.key_id.clone(), 10),
+    ];
+    stores
+        .audit
+        .append(&entries, &logins)
+        .await
+        .expect("append");
+    let mut last = Vec::new();
+    for key in &keys {
+        let record = stores.keys.key_by_fingerprint(&key.fingerprint).await;
+        last.push(record.expect("read").expect("the key").last_login_at);
+    }
+    assert_eq!(last, [Some(30), Some(7), None]);
+    let log = stores.audit.audit_log(10).await.expect("audit");
+    assert_eq!(log[..4].iter().rev().cloned().collect::<Vec<_>>(), entries);
 }
