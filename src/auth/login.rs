@@ -186,8 +186,7 @@ impl Auth {
         self.sessions.create(&session, self.idle()).await?;
         // A revocation that raced this login: whichever ran first, no session survives
         // (revocation ends the sessions it sees; this check sees the revocation).
-        let still_active = self.keys.key_by_fingerprint(&key.fingerprint).await?;
-        if still_active.is_none_or(|k| k.revoked_at.is_some()) {
+        if self.sessions.key_refused(&key, self.keys.as_ref()).await? {
             self.sessions.delete(&session.token_hash).await?;
             let detail = Some("key revoked during login".into());
             self.audit(AuditEvent::LoginFailure, Some(&key), ip, detail)

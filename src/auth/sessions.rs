@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::AuthError;
 use super::journal::GroupCommit;
 use crate::cache::Cache;
-use crate::store::{SessionRecord, SessionStore};
+use crate::store::{KeyRecord, KeyStore, SessionRecord, SessionStore};
 use crate::time::{ms, now_ms};
 
 /// Session storage for both modes.
@@ -36,6 +36,11 @@ pub trait Sessions: Send + Sync + 'static {
         now: i64,
         idle: Duration,
     ) -> Result<(), AuthError>;
+
+    /// Whether `key` is refused now, read where this mode refuses its sessions. A
+    /// login asks after it made its session: a revocation that raced the login then
+    /// either ended that session or is seen here.
+    async fn key_refused(&self, key: &KeyRecord, keys: &dyn KeyStore) -> Result<bool, AuthError>;
 
     /// Ends one session; false if there was none.
     async fn delete(&self, token_hash: &[u8; 32]) -> Result<bool, AuthError>;
@@ -94,6 +99,12 @@ impl Sessions for DatabaseSessions {
             self.store.touch_session(&session.token_hash, now).await?;
         }
         Ok(())
+    }
+
+    async fn key_refused(&self, key: &KeyRecord, keys: &dyn KeyStore) -> Result<bool, AuthError> {
+        // `get` joins on the key: its revocation is what refuses the sessions.
+        let now = keys.key_by_fingerprint(&key.fingerprint).await?;
+        Ok(now.is_none_or(|k| k.revoked_at.is_some()))
     }
 
     async fn delete(&self, token_hash: &[u8; 32]) -> Result<bool, AuthError> {
@@ -266,6 +277,13 @@ impl Sessions for CacheSessions {
             .expire(&session_key(&session.token_hash), ttl(session, now, idle))
             .await?;
         Ok(())
+    }
+
+    async fn key_refused(&self, key: &KeyRecord, _keys: &dyn KeyStore) -> Result<bool, AuthError> {
+        // The marker `get` refuses by; a revocation puts it before it revokes the key
+        // in the database, so it is seen no later than the database's.
+        let marker = self.cache.get(&revoked_key(&key.key_id)).await?;
+        Ok(marker.is_some())
     }
 
     async fn delete(&self, token_hash: &[u8; 32]) -> Result<bool, AuthError> {

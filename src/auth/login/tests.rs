@@ -1,7 +1,7 @@
 //! Login under races and limits, over in-memory state.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use ed25519_dalek::Signer as _;
@@ -19,13 +19,22 @@ use crate::store::{KeyStore, NewKey, StoreError};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
-/// The key store, with a revocation that lands just before the `nth` lookup of a
-/// key by fingerprint: where a concurrent `keygen revoke` can finish.
+/// Where a concurrent `keygen revoke` finishes, if one does.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Revoked {
+    Never,
+    /// Before the login reads the key to check the signature.
+    BeforeKeyLookup,
+    /// Once the login has made its session, before it answers.
+    AfterSessionMade,
+}
+
+/// The key store, with a revocation that lands just before the first lookup of a key
+/// by fingerprint.
 struct RevokedAt {
     store: Arc<MemoryStore>,
     admin: KeyAdmin,
-    nth: usize,
-    lookups: AtomicUsize,
+    armed: AtomicBool,
 }
 
 #[async_trait]
@@ -34,7 +43,7 @@ impl KeyStore for RevokedAt {
         self.store.insert_keys(keys).await
     }
     async fn key_by_fingerprint(&self, fp: &str) -> Result<Option<KeyRecord>, StoreError> {
-        if self.lookups.fetch_add(1, Ordering::SeqCst) + 1 == self.nth {
+        if self.armed.swap(false, Ordering::SeqCst) {
             let key = self.store.key_by_fingerprint(fp).await?.expect("a key");
             self.admin.revoke(&key).await.expect("revoke");
         }
@@ -51,6 +60,46 @@ impl KeyStore for RevokedAt {
     }
 }
 
+/// Sessions, with a revocation that lands just after the first session is made.
+struct RevokedOnCreate {
+    sessions: Arc<dyn Sessions>,
+    admin: KeyAdmin,
+    armed: AtomicBool,
+}
+
+#[async_trait]
+impl Sessions for RevokedOnCreate {
+    async fn create(&self, session: &SessionRecord, idle: Duration) -> Result<(), AuthError> {
+        self.sessions.create(session, idle).await?;
+        if self.armed.swap(false, Ordering::SeqCst) {
+            let key = self.admin.find(&session.key_id).await.expect("the key");
+            self.admin.revoke(&key).await.expect("revoke");
+        }
+        Ok(())
+    }
+    async fn get(&self, hash: &[u8; 32]) -> Result<Option<SessionRecord>, AuthError> {
+        self.sessions.get(hash).await
+    }
+    async fn get_many(&self, hashes: &[[u8; 32]]) -> Result<Vec<SessionRecord>, AuthError> {
+        self.sessions.get_many(hashes).await
+    }
+    async fn touch(&self, s: &SessionRecord, now: i64, idle: Duration) -> Result<(), AuthError> {
+        self.sessions.touch(s, now, idle).await
+    }
+    async fn key_refused(&self, key: &KeyRecord, keys: &dyn KeyStore) -> Result<bool, AuthError> {
+        self.sessions.key_refused(key, keys).await
+    }
+    async fn delete(&self, hash: &[u8; 32]) -> Result<bool, AuthError> {
+        self.sessions.delete(hash).await
+    }
+    async fn end_key(&self, key_id: &str, now: i64, idle: Duration) -> Result<u64, AuthError> {
+        self.sessions.end_key(key_id, now, idle).await
+    }
+    async fn count_live(&self, key_id: &str, now: i64, idle: Duration) -> Result<u64, AuthError> {
+        self.sessions.count_live(key_id, now, idle).await
+    }
+}
+
 struct Setup {
     auth: Auth,
     admin: KeyAdmin,
@@ -61,7 +110,7 @@ struct Setup {
 
 /// Login over in-memory state, with sessions as in embedded mode (the database)
 /// or as in Redis mode (the cache); a revocation lands before the `nth` key lookup.
-async fn setup(in_cache: bool, revoke_before_lookup: usize) -> Setup {
+async fn setup(in_cache: bool, revoked: Revoked) -> Setup {
     let mut settings = AuthSettings::default();
     let off = RateLimit {
         max: 0,
@@ -70,10 +119,10 @@ async fn setup(in_cache: bool, revoke_before_lookup: usize) -> Setup {
     settings.rate_limits.challenge_per_ip = off;
     settings.rate_limits.challenge_per_key = off;
     settings.rate_limits.login_per_ip = off;
-    setup_with(in_cache, revoke_before_lookup, settings).await
+    setup_with(in_cache, revoked, settings).await
 }
 
-async fn setup_with(in_cache: bool, revoke_before_lookup: usize, settings: AuthSettings) -> Setup {
+async fn setup_with(in_cache: bool, revoked: Revoked, settings: AuthSettings) -> Setup {
     let store = Arc::new(MemoryStore::default());
     let cache = Arc::new(MemoryCache::default());
     let sessions: Arc<dyn Sessions> = if in_cache {
@@ -95,8 +144,12 @@ async fn setup_with(in_cache: bool, revoke_before_lookup: usize, settings: AuthS
     let keys = Arc::new(RevokedAt {
         store: store.clone(),
         admin: admin(store.clone()),
-        nth: revoke_before_lookup,
-        lookups: AtomicUsize::new(0),
+        armed: AtomicBool::new(revoked == Revoked::BeforeKeyLookup),
+    });
+    let racing = Arc::new(RevokedOnCreate {
+        sessions: sessions.clone(),
+        admin: admin(store.clone()),
+        armed: AtomicBool::new(revoked == Revoked::AfterSessionMade),
     });
     let homeserver = Arc::new(FakeHomeserver::default());
     let puppets = Puppets::new(namespace.clone(), homeserver, store.clone());
@@ -104,7 +157,7 @@ async fn setup_with(in_cache: bool, revoke_before_lookup: usize, settings: AuthS
         keys.clone(),
         store.clone(),
         cache,
-        sessions.clone(),
+        racing,
         puppets,
         settings,
     );
@@ -140,18 +193,17 @@ impl Setup {
 #[tokio::test]
 async fn no_session_survives_a_revocation_racing_its_login() {
     for in_cache in [false, true] {
-        // Revoked before the signature is checked, and after the session was made.
-        for nth in [1, 2] {
-            let s = setup(in_cache, nth).await;
+        for revoked in [Revoked::BeforeKeyLookup, Revoked::AfterSessionMade] {
+            let s = setup(in_cache, revoked).await;
             let login = s.login().await;
             assert!(
                 matches!(login, Err(AuthError::Forbidden)),
-                "revoked before lookup {nth} (sessions in cache: {in_cache}): {login:?}"
+                "revoked {revoked:?} (sessions in cache: {in_cache}): {login:?}"
             );
             assert_eq!(s.live_sessions().await, 0);
         }
         // Revoked after the login: the session ends at its next request.
-        let s = setup(in_cache, usize::MAX).await;
+        let s = setup(in_cache, Revoked::Never).await;
         let session = s.login().await.expect("login");
         assert!(s.auth.authenticate(&session.access_token).await.is_ok());
         let key = s.admin.find(&s.key_id).await.expect("the key");
@@ -165,7 +217,7 @@ async fn no_session_survives_a_revocation_racing_its_login() {
 
 #[tokio::test]
 async fn requests_from_elsewhere_cannot_lock_a_key_holder_out() {
-    let s = setup_with(false, usize::MAX, AuthSettings::default()).await;
+    let s = setup_with(false, Revoked::Never, AuthSettings::default()).await;
     let public = keys::encode_base64(s.key.verifying_key().as_bytes());
     let per_key = AuthSettings::default().rate_limits.challenge_per_key.max;
     // Alice's public key, asked for from many addresses (a spoofed X-Forwarded-For)…
@@ -195,7 +247,7 @@ async fn an_open_stream_does_not_keep_an_idle_session_alive_in_either_mode() {
             ..AuthSettings::default()
         };
         settings.rate_limits.login_per_ip.max = 0;
-        let s = setup_with(in_cache, usize::MAX, settings).await;
+        let s = setup_with(in_cache, Revoked::Never, settings).await;
         let session = s.login().await.expect("login");
         let who = s.auth.authenticate(&session.access_token).await;
         let hash = who.expect("a session").token_hash;
