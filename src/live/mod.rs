@@ -90,6 +90,10 @@ pub struct Delivery {
     pub payload: Arc<str>,
 }
 
+/// Deliveries appended at a time, and about the most a round of the feed holds before
+/// it writes them: filling a room of 1,000 delivers some 500,000 joins.
+pub const DELIVERY_SLICE: usize = 10_000;
+
 /// One event of a user's stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiveEvent {
@@ -177,13 +181,17 @@ impl Live {
         }
     }
 
-    /// Appends to the recipients' streams and wakes their open streams.
+    /// Appends to the recipients' streams and wakes their open streams, a slice of
+    /// [`DELIVERY_SLICE`] at a time: what a slice appended is published and dropped
+    /// before the next, so a large delivery never holds all its events at once.
     pub async fn deliver(&self, deliveries: &[Delivery]) -> Result<(), LiveError> {
         if deliveries.is_empty() {
             return Ok(());
         }
-        for event in self.log.append(deliveries).await? {
-            self.hub.publish(event);
+        for slice in deliveries.chunks(DELIVERY_SLICE) {
+            for event in self.log.append(slice).await? {
+                self.hub.publish(event);
+            }
         }
         if deliveries.len() >= memory::AFTER_DELIVERIES {
             memory::release_soon();

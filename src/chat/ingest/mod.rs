@@ -260,6 +260,14 @@ impl Ingest {
                         break;
                     }
                 }
+                // Filling a room delivers more than a round should hold: write what
+                // is held and go on (the round is marked fed only at its end).
+                if round.is_full()
+                    && let Err(error) = self.flush(&mut round).await
+                {
+                    failure = Some(error);
+                    break;
+                }
             }
             // Keep the progress made, even when an event stops the batch.
             let delivered = self.flush(&mut round).await;

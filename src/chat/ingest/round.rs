@@ -1,25 +1,34 @@
 //! One round of feeding: the events of a batch applied to the room index, and the
-//! live deliveries written for them at the end of the round, in few writes.
+//! live deliveries written for them at the end of the round (or whenever the round
+//! holds [`DELIVERY_SLICE`] of them), in few writes.
 
 use ruma::{EventId, OwnedEventId, OwnedUserId};
 
 use super::{FeedError, Ingest};
-use crate::live::{Delivery, StreamKind};
+use crate::live::{DELIVERY_SLICE, Delivery, StreamKind};
 
 /// What one round of feeding has done and has still to write.
 #[derive(Default)]
 pub(super) struct Round {
     /// The places in the log of the events applied.
     pub(super) applied: Vec<i64>,
-    /// Each event's deliveries, in order.
-    pub(super) deliveries: Vec<(OwnedEventId, Vec<Delivery>)>,
+    /// Each event's deliveries not written yet, in order.
+    deliveries: Vec<(OwnedEventId, Vec<Delivery>)>,
+    /// How many deliveries that is.
+    held: usize,
 }
 
 impl Round {
     pub(super) fn add(&mut self, event_id: &EventId, deliveries: Vec<Delivery>) {
         if !deliveries.is_empty() {
+            self.held += deliveries.len();
             self.deliveries.push((event_id.to_owned(), deliveries));
         }
+    }
+
+    /// Whether the round holds enough deliveries to write them before it goes on.
+    pub(super) fn is_full(&self) -> bool {
+        self.held >= DELIVERY_SLICE
     }
 }
 
@@ -43,22 +52,28 @@ pub(super) fn deliveries(
 }
 
 impl Ingest {
-    /// Writes a round's deliveries all at once, or, if that fails, event by event, so
-    /// an event that keeps failing is found and, in time, skipped. On a failure
-    /// `round.applied` is emptied: the round is fed again, and feeding again delivers
-    /// nothing twice. (A room's last message in `/rooms` is read from the event log,
-    /// where it is from its recording on, so a client that has an event finds it
-    /// there too.)
+    /// Writes the deliveries the round holds all at once, or, if that fails, event by
+    /// event, so an event that keeps failing is found and, in time, skipped. On a
+    /// failure `round.applied` is emptied: the round is fed again, and feeding again
+    /// delivers nothing twice. (A room's last message in `/rooms` is read from the
+    /// event log, where it is from its recording on, so a client that has an event
+    /// finds it there too.)
     pub(super) async fn flush(&self, round: &mut Round) -> Result<(), FeedError> {
-        let all: Vec<Delivery> = round
-            .deliveries
-            .iter()
-            .flat_map(|(_, d)| d.clone())
-            .collect();
+        round.held = 0;
+        let events = std::mem::take(&mut round.deliveries);
+        let mut all = Vec::with_capacity(events.iter().map(|(_, d)| d.len()).sum());
+        let mut each = Vec::with_capacity(events.len());
+        for (event_id, deliveries) in events {
+            each.push((event_id, deliveries.len()));
+            all.extend(deliveries);
+        }
         if self.live.deliver(&all).await.is_ok() {
             return Ok(());
         }
-        for (event_id, deliveries) in &round.deliveries {
+        let mut rest = all.as_slice();
+        for (event_id, n) in &each {
+            let (deliveries, after) = rest.split_at(*n);
+            rest = after;
             if let Err(error) = self.live.deliver(deliveries).await {
                 if self.give_up(event_id) {
                     self.skip(event_id, &FeedError::from(error));

@@ -59,6 +59,8 @@ struct GatedLog {
     before: Semaphore,
     after: Semaphore,
     entered: AtomicUsize,
+    /// The most deliveries one append was given.
+    largest: AtomicUsize,
 }
 
 impl GatedLog {
@@ -68,6 +70,7 @@ impl GatedLog {
             before: Semaphore::new(before),
             after: Semaphore::new(after),
             entered: AtomicUsize::new(0),
+            largest: AtomicUsize::new(0),
         })
     }
 
@@ -80,6 +83,7 @@ impl GatedLog {
 impl StreamLog for GatedLog {
     async fn append(&self, deliveries: &[Delivery]) -> Result<Vec<LiveEvent>, LiveError> {
         self.entered.fetch_add(1, Ordering::SeqCst);
+        self.largest.fetch_max(deliveries.len(), Ordering::SeqCst);
         self.before.acquire().await.expect("gate").forget();
         let appended = self.inner.append(deliveries).await?;
         self.after.acquire().await.expect("gate").forget();

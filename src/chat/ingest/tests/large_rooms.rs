@@ -1,6 +1,7 @@
 //! Filling a large room stays linear.
 
 use super::*;
+use crate::live::DELIVERY_SLICE;
 
 /// A store fed `events` in one transaction.
 async fn fed(events: &[Raw<AnyTimelineEvent>]) -> Arc<MemoryStore> {
@@ -82,4 +83,65 @@ async fn a_leave_that_brings_a_room_back_to_its_limit_reaches_every_member() {
     assert!(leave_reaches_alice(LARGE_ROOM).await);
     // LARGE_ROOM + 2 before, LARGE_ROOM + 1 after: still large.
     assert!(!leave_reaches_alice(LARGE_ROOM + 1).await);
+}
+
+#[tokio::test]
+async fn filling_a_room_writes_its_deliveries_a_slice_at_a_time() {
+    // 200 ChatSender users join in one transaction, each join delivered to everyone
+    // in the room by then: 20,100 deliveries in one round of the feed.
+    let users = 200;
+    let events: Vec<_> = (0..users)
+        .map(|i| join(&format!("$j{i}"), &format!("cs_u{i}")))
+        .collect();
+    let store = Arc::new(MemoryStore::default());
+    // The first append goes through; the next waits at the gate.
+    let log = GatedLog::new(&store, 1, GatedLog::open());
+    let ingest = ingest(&store, log.clone(), HOUR);
+    ingest
+        .record("1", [1; 32], &events, NONE)
+        .await
+        .expect("record");
+    let feeding = tokio::spawn({
+        let ingest = ingest.clone();
+        async move { ingest.run_pending().await }
+    });
+    until("a second slice is being written", || {
+        log.entered.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    let room = RoomId::parse("!r:x").expect("room id");
+    let last = store.membership(&room, &user("cs_u199")).await;
+    assert_eq!(
+        last.expect("membership"),
+        None,
+        "the first slice was written before the round applied the last join"
+    );
+    log.before.add_permits(GatedLog::open());
+    feeding.await.expect("task").expect("feed");
+
+    let largest = log.largest.load(Ordering::SeqCst);
+    assert!(
+        largest <= DELIVERY_SLICE,
+        "one append was given {largest} deliveries"
+    );
+    let mut delivered = 0;
+    for i in 0..users {
+        let member = user(&format!("cs_u{i}"));
+        let entries = store.entries_after(&member, 0, 1_000).await;
+        let entries = entries.expect("entries");
+        let joined: Vec<String> = entries
+            .iter()
+            .map(|e| {
+                let payload: Value = serde_json::from_str(&e.payload).expect("json");
+                payload["user_id"].as_str().expect("a member").to_owned()
+            })
+            .collect();
+        let expected: Vec<String> = (i..users).map(|j| format!("@cs_u{j}:x")).collect();
+        assert_eq!(
+            joined, expected,
+            "cs_u{i}: its join and every later one, once"
+        );
+        delivered += entries.len();
+    }
+    assert_eq!(delivered, users * (users + 1) / 2);
 }
