@@ -109,7 +109,7 @@ struct Setup {
 }
 
 /// Login over in-memory state, with sessions as in embedded mode (the database)
-/// or as in Redis mode (the cache); a revocation lands before the `nth` key lookup.
+/// or as in Redis mode (the cache); a revocation lands where `revoked` says.
 async fn setup(in_cache: bool, revoked: Revoked) -> Setup {
     let mut settings = AuthSettings::default();
     let off = RateLimit {
