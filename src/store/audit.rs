@@ -28,7 +28,7 @@ pub trait AuditLog: Send + Sync + 'static {
 }
 
 /// Each key's latest login in `logins`, once per key.
-fn latest_logins(logins: &[(String, i64)]) -> Vec<(&str, i64)> {
+pub(super) fn latest_logins(logins: &[(String, i64)]) -> Vec<(&str, i64)> {
     let mut latest: Vec<(&str, i64)> = logins.iter().map(|(k, at)| (k.as_str(), *at)).collect();
     // Newest first within a key, so deduplication keeps the latest.
     latest.sort_unstable_by(|a, b| a.0.cmp(b.0).then(b.1.cmp(&a.1)));

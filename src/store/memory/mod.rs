@@ -377,9 +377,9 @@ impl AuditLog for MemoryStore {
     ) -> Result<(), StoreError> {
         let mut s = self.at("audit")?;
         s.audit.extend_from_slice(entries);
-        for (key_id, at) in logins {
-            if let Some(key) = s.keys.iter_mut().find(|k| &k.key_id == key_id) {
-                key.last_login_at = Some(*at);
+        for (key_id, at) in super::audit::latest_logins(logins) {
+            if let Some(key) = s.keys.iter_mut().find(|k| k.key_id == key_id) {
+                key.last_login_at = Some(at);
             }
         }
         Ok(())
