@@ -150,6 +150,24 @@ async fn until(what: &str, mut done: impl FnMut() -> bool) {
     panic!("never happened: {what}");
 }
 
+/// Feeds what is pending in a task of its own, returned once the feed has reached
+/// `log`'s gate for the `appends`th time.
+async fn feed_until_appending(
+    ingest: &Arc<Ingest>,
+    log: &GatedLog,
+    appends: usize,
+) -> tokio::task::JoinHandle<Result<usize, FeedError>> {
+    let feed = tokio::spawn({
+        let ingest = ingest.clone();
+        async move { ingest.run_pending().await }
+    });
+    until("the feeder is delivering", || {
+        log.entered.load(Ordering::SeqCst) == appends
+    })
+    .await;
+    feed
+}
+
 #[tokio::test]
 async fn a_transaction_is_answered_before_a_slow_delivery_and_delivered_once() {
     let store = Arc::new(MemoryStore::default());
@@ -221,14 +239,7 @@ async fn a_crash_between_recording_and_delivery_delivers_once_at_the_next_start(
             .record(id, [id.len() as u8; 32], &[text(id, "carol", "hi")], NONE)
             .await
             .expect("record");
-        let feed = tokio::spawn({
-            let crashing = crashing.clone();
-            async move { crashing.run_pending().await }
-        });
-        until("the feeder is delivering", || {
-            log.entered.load(Ordering::SeqCst) == 1
-        })
-        .await;
+        let feed = feed_until_appending(&crashing, &log, 1).await;
         feed.abort();
         let _ = feed.await;
 

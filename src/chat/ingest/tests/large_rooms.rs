@@ -101,14 +101,8 @@ async fn filling_a_room_writes_its_deliveries_a_slice_at_a_time() {
         .record("1", [1; 32], &events, NONE)
         .await
         .expect("record");
-    let feeding = tokio::spawn({
-        let ingest = ingest.clone();
-        async move { ingest.run_pending().await }
-    });
-    until("a second slice is being written", || {
-        log.entered.load(Ordering::SeqCst) == 2
-    })
-    .await;
+    // Held at the gate while it writes a second slice.
+    let feeding = feed_until_appending(&ingest, &log, 2).await;
     let room = RoomId::parse("!r:x").expect("room id");
     let last = store.membership(&room, &user("cs_u199")).await;
     assert_eq!(
