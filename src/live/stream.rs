@@ -30,28 +30,29 @@ impl Live {
         cursor: Option<String>,
         stop: CancellationToken,
     ) -> Result<impl Stream<Item = LiveItem> + Send + use<>, LiveError> {
-        // Without a cursor the stream starts where the user's stream is now, as if the
-        // client had sent that id: read before subscribing and replayed after, so
-        // nothing falls between, and a stream flooded before its first event catches
-        // up from there.
-        let cursor = match cursor {
-            Some(cursor) => Some(cursor),
-            None => self.log.latest(&user_id).await?,
-        };
+        // Subscribed before anything is read: whatever is appended after the reads
+        // below reaches the channel, and what the channel brings that a read already
+        // covered is skipped (`is_after`).
         let mut live = self.hub.subscribe(&user_id);
-        let replay = match &cursor {
-            Some(cursor) => match self.log.replay(&user_id, cursor).await? {
-                // A cursor past the newest entry (the database or Redis was restored
-                // or wiped since): what it names is gone, and waiting for entries
-                // after it would send nothing for a long time.
-                Replay::Events(events)
-                    if events.is_empty() && self.is_future(&user_id, cursor).await? =>
-                {
-                    Replay::Reset
-                }
-                replay => replay,
-            },
-            None => Replay::Events(self.log.replay_all(&user_id).await?),
+        let (cursor, replay) = match cursor {
+            Some(cursor) => {
+                let replay = match self.log.replay(&user_id, &cursor).await? {
+                    // A cursor past the newest entry (the database or Redis was restored
+                    // or wiped since): what it names is gone, and waiting for entries
+                    // after it would send nothing for a long time.
+                    Replay::Events(events)
+                        if events.is_empty() && self.is_future(&user_id, &cursor).await? =>
+                    {
+                        Replay::Reset
+                    }
+                    replay => replay,
+                };
+                (Some(cursor), replay)
+            }
+            // Without a cursor the stream starts where the user's stream is now, as if
+            // the client had sent that id; nothing is there to replay, and a stream
+            // flooded before its first event catches up from there.
+            None => (self.log.latest(&user_id).await?, Replay::Events(Vec::new())),
         };
         let log = self.log.clone();
         Ok(async_stream::stream! {
@@ -288,6 +289,76 @@ mod tests {
                 "what came after the stream opened, once, in order"
             );
         }
+    }
+
+    /// A log that delivers one event right after a stream reads where it starts, before
+    /// the stream is handed back.
+    struct DeliversAfterLatest {
+        inner: DatabaseLog,
+        live: std::sync::OnceLock<Live>,
+        armed: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait::async_trait]
+    impl StreamLog for DeliversAfterLatest {
+        async fn append(&self, d: &[Delivery]) -> Result<Vec<LiveEvent>, LiveError> {
+            self.inner.append(d).await
+        }
+        async fn replay(&self, user_id: &UserId, cursor: &str) -> Result<Replay, LiveError> {
+            self.inner.replay(user_id, cursor).await
+        }
+        async fn replay_all(&self, user_id: &UserId) -> Result<Vec<LiveEvent>, LiveError> {
+            self.inner.replay_all(user_id).await
+        }
+        async fn latest(&self, user_id: &UserId) -> Result<Option<String>, LiveError> {
+            let latest = self.inner.latest(user_id).await;
+            if self.armed.swap(false, Ordering::SeqCst) {
+                let live = self.live.get().expect("the live handle");
+                live.deliver(&[to(user_id, "meanwhile")]).await?;
+            }
+            latest
+        }
+        fn is_after(&self, a: &str, b: &str) -> bool {
+            self.inner.is_after(a, b)
+        }
+        async fn prune(&self) -> Result<(), LiveError> {
+            self.inner.prune().await
+        }
+        async fn relay(
+            &self,
+            hub: Arc<super::super::Hub>,
+            stop: CancellationToken,
+        ) -> Result<(), LiveError> {
+            self.inner.relay(hub, stop).await
+        }
+    }
+
+    #[tokio::test]
+    async fn an_event_delivered_as_a_stream_opens_reaches_it_once() {
+        let log = Arc::new(DeliversAfterLatest {
+            inner: DatabaseLog::new(Arc::new(MemoryStore::default())),
+            live: std::sync::OnceLock::new(),
+            armed: false.into(),
+        });
+        let live = Live::new(log.clone());
+        assert!(log.live.set(live.clone()).is_ok());
+        let alice = user(1);
+        live.deliver(&[to(&alice, "before")])
+            .await
+            .expect("deliver");
+        log.armed.store(true, Ordering::SeqCst);
+        let mut stream = open(&live, &alice, None).await;
+        live.deliver(&[to(&alice, "after")]).await.expect("deliver");
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            let next = tokio::time::timeout(Duration::from_secs(10), stream.next());
+            got.push(next.await.expect("an item within 10 s").expect("an item"));
+        }
+        assert_eq!(
+            ids(&got),
+            ["2", "3"],
+            "not `before`; `meanwhile` once, then `after`"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
