@@ -93,8 +93,8 @@ pub struct Delivery {
 /// Deliveries appended at a time, and about the most a round of the feed holds before
 /// it writes them: filling a room of 1,000 delivers some 500,000 joins. Smaller than
 /// 10,000: with 10,000, the streams opening while a room of 10,000 filled waited for
-/// the feed (7 s to open them all on SQLite, against 1.3 s with 5,000) and the daemon
-/// kept about 25 MB more afterwards.
+/// the feed (up to 8 s to open them all on SQLite, against 1.3 s with 5,000) and the
+/// daemon kept up to 30 MB more afterwards.
 pub const DELIVERY_SLICE: usize = 5_000;
 
 /// One event of a user's stream.
