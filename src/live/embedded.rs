@@ -15,8 +15,6 @@ use crate::time::now_ms;
 
 /// Entries read per page while replaying.
 const PAGE: u32 = 500;
-/// Entries appended per transaction.
-const APPEND_SLICE: usize = 10_000;
 
 /// Streams in the daemon's database (`user_events`).
 pub struct DatabaseLog {
@@ -68,32 +66,31 @@ fn event(user_id: &UserId, entry: StreamEntry) -> Option<LiveEvent> {
 #[async_trait]
 impl StreamLog for DatabaseLog {
     async fn append(&self, deliveries: &[Delivery]) -> Result<Vec<LiveEvent>, LiveError> {
-        let mut appended = Vec::new();
-        // A transaction per slice: one slice's entries and statements are all that is
-        // held at once (filling a room of 1,000 delivers 375,000 joins in one round).
-        // Each entry is deduplicated on its own, so a crash between slices appends the
-        // rest when the events are fed again, and nothing twice.
-        for slice in deliveries.chunks(APPEND_SLICE) {
-            let entries: Vec<NewStreamEntry> = slice
-                .iter()
-                .map(|d| NewStreamEntry {
-                    user_id: d.user_id.clone(),
-                    dedup_key: d.dedup_key.clone(),
-                    kind: d.kind.as_str().to_owned(),
-                    payload: d.payload.clone(),
-                })
-                .collect();
-            let ids = self.streams.append(&entries).await?;
-            appended.extend(slice.iter().zip(ids).filter_map(|(d, id)| {
+        // One transaction: `Live::deliver` hands over a slice of at most
+        // `DELIVERY_SLICE`. Each entry is deduplicated on its own, so a crash between
+        // slices appends the rest when the events are fed again, and nothing twice.
+        let entries: Vec<NewStreamEntry> = deliveries
+            .iter()
+            .map(|d| NewStreamEntry {
+                user_id: d.user_id.clone(),
+                dedup_key: d.dedup_key.clone(),
+                kind: d.kind.as_str().to_owned(),
+                payload: d.payload.clone(),
+            })
+            .collect();
+        let ids = self.streams.append(&entries).await?;
+        Ok(deliveries
+            .iter()
+            .zip(ids)
+            .filter_map(|(d, id)| {
                 Some(LiveEvent {
                     user_id: d.user_id.clone(),
                     id: id?.to_string(),
                     kind: d.kind,
                     payload: d.payload.clone(),
                 })
-            }));
-        }
-        Ok(appended)
+            })
+            .collect())
     }
 
     async fn replay(&self, user_id: &UserId, cursor: &str) -> Result<Replay, LiveError> {
