@@ -14,6 +14,7 @@ mod memory;
 mod redis;
 mod slots;
 mod stream;
+mod wire;
 
 use std::sync::Arc;
 

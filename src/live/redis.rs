@@ -7,10 +7,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use redis::aio::ConnectionManager;
-use ruma::{OwnedUserId, UserId};
+use ruma::UserId;
 use secrecy::{ExposeSecret, SecretString};
 use tokio_util::sync::CancellationToken;
 
+use super::wire::Wire;
 use super::{
     Delivery, Hub, LiveError, LiveEvent, RETAINED_PER_USER, Replay, StreamKind, StreamLog,
 };
@@ -22,46 +23,15 @@ pub struct RedisLog {
     prefix: String,
 }
 
-/// What the channel carries, a message per payload.
-#[derive(Debug, PartialEq, Eq)]
-struct Wire {
-    kind: StreamKind,
-    payload: Arc<str>,
-    /// Each user it was appended for, with the entry's id.
-    entries: Vec<(OwnedUserId, String)>,
-}
-
-impl Wire {
-    /// A message's lines: the kind, the payload (JSON, on one line), then a line per
-    /// entry, its user and its id apart by a space (neither a user id nor a stream id
-    /// has one). `None` for anything else.
-    fn parse(message: &str) -> Option<Self> {
-        let mut lines = message.split('\n');
-        let kind = StreamKind::parse(lines.next()?)?;
-        let payload = lines.next()?.into();
-        let entries = lines
-            .map(|line| {
-                let (user, id) = line.split_once(' ')?;
-                Some((OwnedUserId::try_from(user).ok()?, id.to_owned()))
-            })
-            .collect::<Option<_>>()?;
-        Some(Self {
-            kind,
-            payload,
-            entries,
-        })
-    }
-}
-
 /// Deliveries in one script call (a payload to more users takes several).
 const CALL: usize = 500;
 /// Deliveries sent to Redis in one pipeline.
 const PIPELINE: usize = 1000;
 
 /// For each of its payloads, appends the payload once per (user, dedup key, kind) to
-/// each user's stream and publishes what it appended in one message, atomically: a
+/// each user's stream, then publishes all it appended in one message, atomically: a
 /// crash cannot leave an entry marked delivered but missing, and publish order is
-/// stream order (the message: see [`Wire::parse`]). Who has a payload is a set per
+/// stream order (the message: see [`Wire::parse_all`]). Who has a payload is a set per
 /// dedup key and kind, kept a day after its last delivery.
 /// KEYS: for each payload, that set, then each user's stream. ARGV: cap, channel, then
 /// for each payload its kind, the payload, the number of users n, and the n user ids.
@@ -70,6 +40,7 @@ static DELIVER: LazyLock<redis::Script> = LazyLock::new(|| {
         r"
 local cap, channel = ARGV[1], ARGV[2]
 local a, k = 3, 1
+local blocks = {}
 while a <= #ARGV do
   local kind, payload, n = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
   local lines = {kind, payload}
@@ -82,10 +53,13 @@ while a <= #ARGV do
   end
   redis.call('EXPIRE', KEYS[k], 86400)
   if #lines > 2 then
-    redis.call('PUBLISH', channel, table.concat(lines, '\n'))
+    blocks[#blocks + 1] = table.concat(lines, '\n')
   end
   a = a + 3 + n
   k = k + 1 + n
+end
+if #blocks > 0 then
+  redis.call('PUBLISH', channel, table.concat(blocks, '\n\n'))
 end
 ",
     )
@@ -293,22 +267,19 @@ async fn relay(
                 let Ok(payload) = message.get_payload::<String>() else {
                     continue;
                 };
-                let Some(Wire {
-                    kind,
-                    payload,
-                    entries,
-                }) = Wire::parse(&payload)
-                else {
+                let Some(wires) = Wire::parse_all(&payload) else {
                     tracing::warn!("skipping a live channel message of another form");
                     continue;
                 };
-                for (user_id, id) in entries {
-                    hub.publish(LiveEvent {
-                        user_id,
-                        id,
-                        kind,
-                        payload: payload.clone(),
-                    });
+                for wire in wires {
+                    for (user_id, id) in wire.entries {
+                        hub.publish(LiveEvent {
+                            user_id,
+                            id,
+                            kind: wire.kind,
+                            payload: wire.payload.clone(),
+                        });
+                    }
                 }
             }
         }
@@ -369,30 +340,5 @@ impl RedisLog {
             })
             .collect();
         Ok(events)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_channel_message_names_its_kind_payload_and_entries() {
-        let wire =
-            Wire::parse("message\n{\"body\":\"a b\\nc\"}\n@a:x 1-0\n@b:x 1-1").expect("parses");
-        assert_eq!(wire.kind, StreamKind::Message);
-        assert_eq!(&*wire.payload, r#"{"body":"a b\nc"}"#);
-        let entry = |u: &str, id: &str| (OwnedUserId::try_from(u).expect("id"), id.into());
-        assert_eq!(wire.entries, [entry("@a:x", "1-0"), entry("@b:x", "1-1")]);
-        for other in [
-            "",
-            "message",
-            "unknown\n{}\n@a:x 1-0",
-            "message\n{}\n@a:x",
-            "message\n{}\nnot-a-user 1-0",
-            r#"{"users":["@a:x"],"ids":["1-0"],"kind":"message","payload":"{}"}"#,
-        ] {
-            assert_eq!(Wire::parse(other), None, "{other:?}");
-        }
     }
 }

@@ -6,8 +6,11 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::json;
 
-use chatsender::live::{DatabaseLog, Delivery, RedisLog, StreamKind, StreamLog};
+use chatsender::live::{
+    DatabaseLog, Delivery, Hub, RedisLog, Signal, StreamKind, StreamLog, Subscription,
+};
 use ruma::OwnedUserId;
+use tokio_util::sync::CancellationToken;
 
 use crate::clients::room_of_two;
 use crate::harness::{
@@ -303,7 +306,15 @@ async fn one_append_of_many_payloads_gives_each_user_their_own_once(backends: Ba
     batch.extend([600, 601].map(|n| to(n, "$b", StreamKind::Message, &b)));
     batch.push(to(0, "$a", StreamKind::Read, &read));
     batch.push(to(1, "$a", StreamKind::Message, &a)); // given twice
-    log.append(&batch).await.expect("append");
+    // Open streams hear of each entry once: from the append itself (embedded mode) or
+    // from the channel, whose message carries every payload of a script call (Redis).
+    let hub = std::sync::Arc::new(Hub::default());
+    let stop = CancellationToken::new();
+    log.relay(hub.clone(), stop.clone()).await.expect("relay");
+    let mut heard = [0, 1, 599, 600, 601].map(|n| (n, hub.subscribe(&user(n))));
+    for event in log.append(&batch).await.expect("append") {
+        hub.publish(event);
+    }
     let got = |n: usize| {
         let log = &log;
         async move {
@@ -326,7 +337,39 @@ async fn one_append_of_many_payloads_gives_each_user_their_own_once(backends: Ba
         assert_eq!(got(n).await, [message(r#"{"a":1}"#)], "user {n}");
     }
     assert_eq!(got(601).await, [message(r#"{"b":1}"#)]);
+    for (n, subscription) in &mut heard {
+        for entry in got(*n).await {
+            assert_eq!(
+                next(subscription).await,
+                entry,
+                "user {n} hears its entries"
+            );
+        }
+    }
     log.append(&batch).await.expect("append again");
     assert_eq!(got(0).await.len(), 2, "nothing twice");
     assert_eq!(got(599).await.len(), 1, "nothing twice");
+    // Anything the second append published would come before this.
+    let after: std::sync::Arc<str> = r#"{"after":1}"#.into();
+    let last = [0, 1, 599, 600, 601].map(|n| to(n, "$after", StreamKind::Message, &after));
+    for event in log.append(&last).await.expect("append after") {
+        hub.publish(event);
+    }
+    for (n, subscription) in &mut heard {
+        let heard = next(subscription).await;
+        assert_eq!(
+            heard,
+            message(r#"{"after":1}"#),
+            "user {n} hears nothing twice"
+        );
+    }
+    stop.cancel();
+}
+
+/// The next entry a subscription hears, as (kind, payload).
+async fn next(subscription: &mut Subscription) -> (StreamKind, String) {
+    match tokio::time::timeout(Duration::from_secs(10), subscription.recv()).await {
+        Ok(Ok(Signal::Event(e))) => (e.kind, e.payload.to_string()),
+        other => panic!("an entry, got {other:?}"),
+    }
 }
