@@ -29,10 +29,12 @@ const CALL: usize = 500;
 const PIPELINE: usize = 1000;
 
 /// For each of its payloads, appends the payload once per (user, dedup key, kind) to
-/// each user's stream, then publishes all it appended in one message, atomically: a
-/// crash cannot leave an entry marked delivered but missing, and publish order is
-/// stream order (the message: see [`Wire::parse_all`]). Who has a payload is a set per
-/// dedup key and kind, kept a day after its last delivery.
+/// each user's stream, then publishes what it appended, atomically: a crash cannot
+/// leave an entry marked delivered but missing, and publish order is stream order. It
+/// publishes one message (see [`Wire::parse_all`]), or one per MiB of blocks, so no
+/// message comes near the limits Redis puts by default on a subscriber's pending
+/// output (8 MB for a minute, 32 MB at once). Who has a payload is a set per dedup key and kind, kept a day after its
+/// last delivery.
 /// KEYS: for each payload, that set, then each user's stream. ARGV: cap, channel, then
 /// for each payload its kind, the payload, the number of users n, and the n user ids.
 static DELIVER: LazyLock<redis::Script> = LazyLock::new(|| {
@@ -40,7 +42,7 @@ static DELIVER: LazyLock<redis::Script> = LazyLock::new(|| {
         r"
 local cap, channel = ARGV[1], ARGV[2]
 local a, k = 3, 1
-local blocks = {}
+local blocks, size = {}, 0
 while a <= #ARGV do
   local kind, payload, n = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
   local lines = {kind, payload}
@@ -53,7 +55,13 @@ while a <= #ARGV do
   end
   redis.call('EXPIRE', KEYS[k], 86400)
   if #lines > 2 then
-    blocks[#blocks + 1] = table.concat(lines, '\n')
+    local block = table.concat(lines, '\n')
+    if size > 0 and size + #block > 1048576 then
+      redis.call('PUBLISH', channel, table.concat(blocks, '\n\n'))
+      blocks, size = {}, 0
+    end
+    blocks[#blocks + 1] = block
+    size = size + #block
   end
   a = a + 3 + n
   k = k + 1 + n

@@ -23,6 +23,7 @@ for_each_backend!(
     a_message_wakes_only_its_recipients_streams,
     an_event_fed_again_after_a_crash_reaches_each_stream_once,
     one_append_of_many_payloads_gives_each_user_their_own_once,
+    more_than_a_mib_of_payloads_in_one_append_reaches_an_open_stream_in_order,
 );
 on_sqlite!(
     the_stream_sends_keepalives,
@@ -275,18 +276,7 @@ async fn an_event_fed_again_after_a_crash_reaches_each_stream_once(backends: Bac
 /// appending it all again adds nothing.
 async fn one_append_of_many_payloads_gives_each_user_their_own_once(backends: Backends) {
     let provisioned = Provisioned::new(backends).await;
-    let log: Box<dyn StreamLog> = match &provisioned.redis_url {
-        Some(url) => Box::new(
-            RedisLog::connect(
-                &url.clone().into(),
-                &provisioned.key_prefix,
-                Duration::from_secs(5),
-            )
-            .await
-            .expect("redis"),
-        ),
-        None => Box::new(DatabaseLog::new(provisioned.stores().await.streams)),
-    };
+    let log = stream_log(&provisioned).await;
     let tag = unique("many");
     let user = |n: usize| OwnedUserId::try_from(format!("@{tag}-{n}:localhost")).expect("id");
     let to = |n: usize, key: &str, kind: StreamKind, payload: &std::sync::Arc<str>| Delivery {
@@ -372,4 +362,56 @@ async fn next(subscription: &mut Subscription) -> (StreamKind, String) {
         Ok(Ok(Signal::Event(e))) => (e.kind, e.payload.to_string()),
         other => panic!("an entry, got {other:?}"),
     }
+}
+
+/// The backends' stream log, as the daemon makes it.
+async fn stream_log(provisioned: &Provisioned) -> Box<dyn StreamLog> {
+    match &provisioned.redis_url {
+        Some(url) => Box::new(
+            RedisLog::connect(
+                &url.clone().into(),
+                &provisioned.key_prefix,
+                Duration::from_secs(5),
+            )
+            .await
+            .expect("redis"),
+        ),
+        None => Box::new(DatabaseLog::new(provisioned.stores().await.streams)),
+    }
+}
+
+/// Payloads near the size of the largest Matrix event, 1.4 MB of them in one append:
+/// in Redis mode the channel carries them in more than one message.
+async fn more_than_a_mib_of_payloads_in_one_append_reaches_an_open_stream_in_order(
+    backends: Backends,
+) {
+    let provisioned = Provisioned::new(backends).await;
+    let log = stream_log(&provisioned).await;
+    let hub = std::sync::Arc::new(Hub::default());
+    let stop = CancellationToken::new();
+    log.relay(hub.clone(), stop.clone()).await.expect("relay");
+    let user = OwnedUserId::try_from(format!("@{}:localhost", unique("large"))).expect("id");
+    let mut heard = hub.subscribe(&user);
+    let payloads: Vec<std::sync::Arc<str>> = (0..24)
+        .map(|n| format!(r#"{{"n":{n},"body":"{}"}}"#, "x".repeat(60_000)).into())
+        .collect();
+    let batch: Vec<Delivery> = payloads
+        .iter()
+        .enumerate()
+        .map(|(n, payload)| Delivery {
+            user_id: user.clone(),
+            dedup_key: format!("$large-{n}"),
+            kind: StreamKind::Message,
+            payload: payload.clone(),
+        })
+        .collect();
+    for event in log.append(&batch).await.expect("append") {
+        hub.publish(event);
+    }
+    for (n, payload) in payloads.iter().enumerate() {
+        let (kind, heard) = next(&mut heard).await;
+        assert_eq!(kind, StreamKind::Message);
+        assert!(heard == **payload, "payload {n} heard in its place");
+    }
+    stop.cancel();
 }
