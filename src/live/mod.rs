@@ -144,9 +144,9 @@ impl LiveError {
 #[async_trait]
 pub trait StreamLog: Send + Sync + 'static {
     /// Appends each delivery once per (user, dedup key); [`Live::deliver`] hands over
-    /// at most [`DELIVERY_SLICE`] at a time. Returns the entries this
-    /// daemon must hand to its own [`Hub`]: all new ones where the log has no channel
-    /// between daemons, none where [`StreamLog::relay`] brings them back.
+    /// at most [`DELIVERY_SLICE`] at a time. Returns the entries this daemon must hand
+    /// to its own [`Hub`]: all new ones where the log has no channel between daemons,
+    /// none where [`StreamLog::relay`] brings them back.
     async fn append(&self, deliveries: &[Delivery]) -> Result<Vec<LiveEvent>, LiveError>;
 
     /// What `user_id` missed after `cursor` (an id it received).

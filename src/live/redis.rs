@@ -33,8 +33,8 @@ const PIPELINE: usize = 1000;
 /// leave an entry marked delivered but missing, and publish order is stream order. It
 /// publishes one message (see [`Wire::parse_all`]), or one per MiB of blocks, so no
 /// message comes near the limits Redis puts by default on a subscriber's pending
-/// output (8 MB for a minute, 32 MB at once). Who has a payload is a set per dedup key and kind, kept a day after its
-/// last delivery.
+/// output (8 MB for a minute, 32 MB at once). Who has a payload is a set per dedup
+/// key and kind, kept a day after its last delivery.
 /// KEYS: for each payload, that set, then each user's stream. ARGV: cap, channel, then
 /// for each payload its kind, the payload, the number of users n, and the n user ids.
 static DELIVER: LazyLock<redis::Script> = LazyLock::new(|| {
