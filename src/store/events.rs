@@ -40,7 +40,8 @@ pub trait EventLog: Send + Sync + 'static {
     /// The events at these places in the log, in log order.
     async fn events_at(&self, seqs: &[i64]) -> Result<Vec<(i64, EventRecord)>, StoreError>;
 
-    /// Marks events as handled by the feed.
+    /// Marks events as handled by the feed: the oldest of those [`EventLog::pending`]
+    /// gives, in order (a backend may keep only the newest place handled).
     async fn mark_fed(&self, seqs: &[i64]) -> Result<(), StoreError>;
 
     /// The event sent earlier for (user, room, txn_id).
@@ -190,7 +191,13 @@ where
                     new.push((seq, at.ok_or_else(|| sql::corrupt("event_id", event_id))?));
                 }
             }
-            for chunk in new.chunks(CHUNK) {
+            // Where the feed's progress is one number, the new places are above it.
+            let queued = if DB::MARK_FED_THROUGH.is_some() {
+                &[][..]
+            } else {
+                &new[..]
+            };
+            for chunk in queued.chunks(CHUNK) {
                 let mut query = QueryBuilder::<DB>::new("INSERT INTO feed_queue (seq) ");
                 query.push_values(chunk, |mut row, (seq, _)| {
                     row.push_bind(*seq);
@@ -278,6 +285,20 @@ where
     }
 
     async fn mark_fed(&self, seqs: &[i64]) -> Result<(), StoreError> {
+        if let Some(mark) = DB::MARK_FED_THROUGH {
+            let Some(&through) = seqs.iter().max() else {
+                return Ok(());
+            };
+            // A recording may have come in between since the round began (its pragma
+            // asks for a synced commit): say the feed's again, in the same command.
+            let sql = match self.feed_begins() {
+                Some(pragma) => format!("{pragma}; {mark}"),
+                None => mark.to_owned(),
+            };
+            let mark = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(through);
+            mark.execute(&self.writer).await?;
+            return Ok(());
+        }
         for chunk in seqs.chunks(CHUNK) {
             let mut query = QueryBuilder::<DB>::new("DELETE FROM feed_queue WHERE seq IN (");
             let mut ids = query.separated(", ");

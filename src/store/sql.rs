@@ -39,6 +39,14 @@ pub trait Dialect: Database {
     /// them (SQLite in WAL mode: `synchronous = NORMAL`; one fsync of the log covers
     /// every commit before it). `None` where a session cannot choose (MariaDB).
     const DEFER_SYNC: Option<&'static str>;
+    /// How the feed marks the oldest events it has not handled yet as handled, where
+    /// its progress is one number, `feed_progress.fed_through` (bound: the newest
+    /// place handled): SQLite's, whose one writer commits the log's rows in the order
+    /// of their places, so `feed_queue` is a view of the places above it and recording
+    /// writes no queue row. `None`: recording adds a row to the table `feed_queue` per
+    /// event and feeding deletes it (MariaDB, whose concurrent writers may commit a
+    /// lower place after a higher one).
+    const MARK_FED_THROUGH: Option<&'static str>;
 
     /// The rows a statement changed.
     fn rows_affected(result: &Self::QueryResult) -> u64;
@@ -53,6 +61,8 @@ impl Dialect for sqlx::Sqlite {
     const NUMBERS_INSERTS_IN_ORDER: bool = true;
     const SYNC_COMMITS: Option<&'static str> = Some("PRAGMA synchronous = FULL");
     const DEFER_SYNC: Option<&'static str> = Some("PRAGMA synchronous = NORMAL");
+    const MARK_FED_THROUGH: Option<&'static str> =
+        Some("UPDATE feed_progress SET fed_through = MAX(fed_through, ?)");
 
     fn rows_affected(result: &Self::QueryResult) -> u64 {
         result.rows_affected()
@@ -69,6 +79,7 @@ impl Dialect for sqlx::MySql {
     const NUMBERS_INSERTS_IN_ORDER: bool = false;
     const SYNC_COMMITS: Option<&'static str> = None;
     const DEFER_SYNC: Option<&'static str> = None;
+    const MARK_FED_THROUGH: Option<&'static str> = None;
 
     fn rows_affected(result: &Self::QueryResult) -> u64 {
         result.rows_affected()

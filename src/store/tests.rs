@@ -46,6 +46,14 @@ async fn a_recording_commits_synced_after_the_feed_deferred_its_syncs() {
         2,
         "the recording's commit, which the 200 to Synapse promises, was synced"
     );
+
+    // The round ends by marking its events fed, after that recording came in.
+    store.mark_fed(&[1]).await.expect("mark fed");
+    assert_eq!(
+        writer_sync(&store).await,
+        1,
+        "marking the round fed defers its sync too"
+    );
 }
 
 #[tokio::test]

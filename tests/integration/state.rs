@@ -21,6 +21,7 @@ for_each_backend!(
     store_records_each_transaction_and_event_once,
     store_keeps_users_rooms_and_streams,
     the_upgrade_to_one_display_name_keeps_what_was_there,
+    the_feeds_progress_survives_the_upgrade,
     cache_keeps_its_promises
 );
 
@@ -478,6 +479,104 @@ async fn cache_keeps_its_promises(backends: Backends) {
     );
 }
 
+/// A database of `backends` migrated to `version` only, holding `rows` (SQL said on
+/// it): as an earlier release left it. The stores migrate it the rest of the way.
+async fn provisioned_at(backends: Backends, version: i64, rows: &[&'static str]) -> Provisioned {
+    use sqlx::Connection;
+    let provisioned = Provisioned::new(backends).await;
+    let dialect = match backends.store {
+        StoreKind::Sqlite => "sqlite",
+        StoreKind::Mariadb => "mysql",
+    };
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(dialect);
+    let migrator = sqlx::migrate::Migrator::new(dir).await.expect("migrations");
+    match &provisioned.database {
+        DatabaseUrl::Sqlite(url) => {
+            let options = url
+                .parse::<sqlx::sqlite::SqliteConnectOptions>()
+                .expect("url");
+            let mut conn = sqlx::SqliteConnection::connect_with(&options.create_if_missing(true))
+                .await
+                .expect("connect");
+            migrator.run_to(version, &mut conn).await.expect("migrate");
+            for sql in rows {
+                sqlx::raw_sql(*sql)
+                    .execute(&mut conn)
+                    .await
+                    .expect("insert");
+            }
+        }
+        DatabaseUrl::Mysql(url) => {
+            let mut conn = sqlx::MySqlConnection::connect(url.expose_secret())
+                .await
+                .expect("connect");
+            migrator.run_to(version, &mut conn).await.expect("migrate");
+            for sql in rows {
+                sqlx::raw_sql(*sql)
+                    .execute(&mut conn)
+                    .await
+                    .expect("insert");
+            }
+        }
+    }
+    provisioned
+}
+
+/// The log of the previous release: four events, of which the feed had handled the
+/// first two (the queue holds the other two).
+const BEFORE_0013: &[&str] = &[
+    "INSERT INTO room_events (seq, event_id, room_id, sender, event_type, state_key, \
+     origin_server_ts, json, received_at, is_message) VALUES \
+     (1, '$1', '!r:localhost', '@c:x', 'm.room.message', NULL, 1, '{}', 1, 1), \
+     (2, '$2', '!r:localhost', '@c:x', 'm.room.message', NULL, 2, '{}', 1, 1), \
+     (3, '$3', '!r:localhost', '@c:x', 'm.room.message', NULL, 3, '{}', 1, 1), \
+     (4, '$4', '!r:localhost', '@c:x', 'm.room.message', NULL, 4, '{}', 1, 1)",
+    "INSERT INTO feed_queue (seq) VALUES (3), (4)",
+];
+
+/// Over the upgrade (0013: on SQLite the feed's progress becomes one number) the
+/// events the feed had not handled are still to feed, and only they; with an empty
+/// queue, none is. New events queue after them, and marking the oldest fed leaves the
+/// rest.
+async fn the_feeds_progress_survives_the_upgrade(backends: Backends) {
+    let provisioned = provisioned_at(backends, 12, BEFORE_0013).await;
+    let stores = provisioned.stores().await;
+    let events = stores.events.clone();
+    assert_eq!(events.pending(10).await.expect("pending"), [3, 4]);
+    let room = OwnedRoomId::try_from("!r:localhost").expect("room id");
+    let recorded = events
+        .record_transaction(&IncomingTransaction {
+            txn_id: "1".into(),
+            body_sha256: [1; 32],
+            events: vec![event(&room, 5)],
+        })
+        .await
+        .expect("record");
+    let TransactionOutcome::Recorded { new } = recorded else {
+        panic!("a new transaction: {recorded:?}");
+    };
+    assert_eq!(new.len(), 1);
+    let fifth = new[0].0;
+    assert!(fifth > 4, "a new place in the log: {fifth}");
+    assert_eq!(events.pending(10).await.expect("pending"), [3, 4, fifth]);
+    events.mark_fed(&[3]).await.expect("mark");
+    assert_eq!(events.pending(10).await.expect("pending"), [4, fifth]);
+    let rows = stores.retention.table_rows().await.expect("rows");
+    assert!(rows.contains(&("feed_queue", 2)), "{rows:?}");
+    events.mark_fed(&[4, fifth]).await.expect("mark");
+    assert_eq!(events.pending(10).await.expect("pending"), [] as [i64; 0]);
+
+    let provisioned = provisioned_at(backends, 12, &BEFORE_0013[..1]).await;
+    let stores = provisioned.stores().await;
+    assert_eq!(
+        stores.events.pending(10).await.expect("pending"),
+        [] as [i64; 0],
+        "with nothing queued, every event was fed"
+    );
+}
+
 /// Rows as the previous release left them: a user with a key's name, two puppets (one
 /// renamed since, one with no user row), a room with messages.
 const BEFORE_0004: &[&str] = &[
@@ -504,52 +603,7 @@ const BEFORE_0004: &[&str] = &[
 /// message, and a stream keeps its entries, its dedup keys and its ids (0010 rebuilds
 /// the SQLite table).
 async fn the_upgrade_to_one_display_name_keeps_what_was_there(backends: Backends) {
-    use sqlx::Connection;
-    let provisioned = Provisioned::new(backends).await;
-    let dialect = match backends.store {
-        StoreKind::Sqlite => "sqlite",
-        StoreKind::Mariadb => "mysql",
-    };
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("migrations")
-        .join(dialect);
-    let migrator = sqlx::migrate::Migrator::new(dir).await.expect("migrations");
-    match &provisioned.database {
-        DatabaseUrl::Sqlite(url) => {
-            let options = url
-                .parse::<sqlx::sqlite::SqliteConnectOptions>()
-                .expect("url");
-            let mut conn = sqlx::SqliteConnection::connect_with(&options.create_if_missing(true))
-                .await
-                .expect("connect");
-            migrator
-                .run_to(3, &mut conn)
-                .await
-                .expect("migrate to 0003");
-            for sql in BEFORE_0004 {
-                sqlx::raw_sql(*sql)
-                    .execute(&mut conn)
-                    .await
-                    .expect("insert");
-            }
-        }
-        DatabaseUrl::Mysql(url) => {
-            let mut conn = sqlx::MySqlConnection::connect(url.expose_secret())
-                .await
-                .expect("connect");
-            migrator
-                .run_to(3, &mut conn)
-                .await
-                .expect("migrate to 0003");
-            for sql in BEFORE_0004 {
-                sqlx::raw_sql(*sql)
-                    .execute(&mut conn)
-                    .await
-                    .expect("insert");
-            }
-        }
-    }
-
+    let provisioned = provisioned_at(backends, 3, BEFORE_0004).await;
     let stores = provisioned.stores().await;
     let user = |id: &str| {
         let stores = stores.clone();
