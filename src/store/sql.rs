@@ -39,13 +39,13 @@ pub trait Dialect: Database {
     /// them (SQLite in WAL mode: `synchronous = NORMAL`; one fsync of the log covers
     /// every commit before it). `None` where a session cannot choose (MariaDB).
     const DEFER_SYNC: Option<&'static str>;
-    /// How the feed marks the oldest events it has not handled yet as handled, where
-    /// its progress is one number, `feed_progress.fed_through` (bound: the newest
-    /// place handled): SQLite's, whose one writer commits the log's rows in the order
-    /// of their places, so `feed_queue` is a view of the places above it and recording
-    /// writes no queue row. `None`: recording adds a row to the table `feed_queue` per
-    /// event and feeding deletes it (MariaDB, whose concurrent writers may commit a
-    /// lower place after a higher one).
+    /// Where the feed's progress is one number (`feed_progress.fed_through`: every
+    /// event up to that place in the log is fed), the statement that raises it to the
+    /// place bound. SQLite's one writer commits the log's rows in the order of their
+    /// places, so no event commits below that number later: `feed_queue` is a view of
+    /// the events above it and recording writes no queue row. `None`: `feed_queue` is
+    /// a table, a row added per event at recording and deleted once it is fed
+    /// (MariaDB, whose concurrent writers may commit a lower place after a higher one).
     const MARK_FED_THROUGH: Option<&'static str>;
 
     /// The rows a statement changed.
