@@ -192,17 +192,14 @@ where
                 }
             }
             // Where the feed's progress is one number, the new places are above it.
-            let queued = if DB::MARK_FED_THROUGH.is_some() {
-                &[][..]
-            } else {
-                &new[..]
-            };
-            for chunk in queued.chunks(CHUNK) {
-                let mut query = QueryBuilder::<DB>::new("INSERT INTO feed_queue (seq) ");
-                query.push_values(chunk, |mut row, (seq, _)| {
-                    row.push_bind(*seq);
-                });
-                query.build().execute(&mut *tx).await?;
+            if DB::MARK_FED_THROUGH.is_none() {
+                for chunk in new.chunks(CHUNK) {
+                    let mut query = QueryBuilder::<DB>::new("INSERT INTO feed_queue (seq) ");
+                    query.push_values(chunk, |mut row, (seq, _)| {
+                        row.push_bind(*seq);
+                    });
+                    query.build().execute(&mut *tx).await?;
+                }
             }
             tx.commit().await?;
             new.sort_unstable();
@@ -295,8 +292,10 @@ where
                 Some(pragma) => format!("{pragma}; {mark}"),
                 None => mark.to_owned(),
             };
-            let mark = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(through);
-            mark.execute(&self.writer).await?;
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(through)
+                .execute(&self.writer)
+                .await?;
             return Ok(());
         }
         for chunk in seqs.chunks(CHUNK) {

@@ -500,7 +500,10 @@ async fn provisioned_at(backends: Backends, version: i64, rows: &[&'static str])
             let mut conn = sqlx::SqliteConnection::connect_with(&options.create_if_missing(true))
                 .await
                 .expect("connect");
-            migrator.run_to(version, &mut conn).await.expect("migrate");
+            migrator
+                .run_to(version, &mut conn)
+                .await
+                .unwrap_or_else(|e| panic!("migrate to {version}: {e}"));
             for sql in rows {
                 sqlx::raw_sql(*sql)
                     .execute(&mut conn)
@@ -512,7 +515,10 @@ async fn provisioned_at(backends: Backends, version: i64, rows: &[&'static str])
             let mut conn = sqlx::MySqlConnection::connect(url.expose_secret())
                 .await
                 .expect("connect");
-            migrator.run_to(version, &mut conn).await.expect("migrate");
+            migrator
+                .run_to(version, &mut conn)
+                .await
+                .unwrap_or_else(|e| panic!("migrate to {version}: {e}"));
             for sql in rows {
                 sqlx::raw_sql(*sql)
                     .execute(&mut conn)
