@@ -41,7 +41,8 @@ pub trait EventLog: Send + Sync + 'static {
     async fn events_at(&self, seqs: &[i64]) -> Result<Vec<(i64, EventRecord)>, StoreError>;
 
     /// Marks events as handled by the feed: the oldest of those [`EventLog::pending`]
-    /// gives, in order (a backend may keep only the newest place handled).
+    /// gives, in order. What is kept is the newest place handled: recordings commit
+    /// in the order of their places, so every event below it is handled too.
     async fn mark_fed(&self, seqs: &[i64]) -> Result<(), StoreError>;
 
     /// The event sent earlier for (user, room, txn_id).
@@ -135,7 +136,7 @@ where
             .map(|(i, e)| (e.event_id.as_str(), i))
             .collect();
         'tries: for &numbered in sql::numberings::<DB>() {
-            let mut tx = self.begin_synced().await?;
+            let mut tx = self.begin_recording().await?;
             // The first statement writes, so SQLite takes its write lock before
             // anything is read.
             let inserted = sqlx::query(Self::insert_ignore(
@@ -153,7 +154,7 @@ where
                 return Ok(TransactionOutcome::Duplicate);
             }
             // One multi-row statement per chunk: a transaction is one round trip or
-            // few. Each row is written once; the feed's queue names the new ones.
+            // few. Each row is written once.
             let mut new = Vec::with_capacity(txn.events.len());
             for (n, chunk) in txn.events.chunks(CHUNK).enumerate() {
                 let mut query = QueryBuilder::<DB>::new(format!(
@@ -191,16 +192,7 @@ where
                     new.push((seq, at.ok_or_else(|| sql::corrupt("event_id", event_id))?));
                 }
             }
-            // Where the feed's progress is one number, the new places are above it.
-            if DB::MARK_FED_THROUGH.is_none() {
-                for chunk in new.chunks(CHUNK) {
-                    let mut query = QueryBuilder::<DB>::new("INSERT INTO feed_queue (seq) ");
-                    query.push_values(chunk, |mut row, (seq, _)| {
-                        row.push_bind(*seq);
-                    });
-                    query.build().execute(&mut *tx).await?;
-                }
-            }
+            // The new places are above the feed's progress: nothing to queue.
             tx.commit().await?;
             new.sort_unstable();
             return Ok(TransactionOutcome::Recorded { new });
@@ -282,30 +274,19 @@ where
     }
 
     async fn mark_fed(&self, seqs: &[i64]) -> Result<(), StoreError> {
-        if let Some(mark) = DB::MARK_FED_THROUGH {
-            let Some(&through) = seqs.iter().max() else {
-                return Ok(());
-            };
-            // A recording may have come in between since the round began (its pragma
-            // asks for a synced commit): say the feed's again, in the same command.
-            let sql = match self.feed_begins() {
-                Some(pragma) => format!("{pragma}; {mark}"),
-                None => mark.to_owned(),
-            };
-            sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(through)
-                .execute(&self.writer)
-                .await?;
+        let Some(&through) = seqs.iter().max() else {
             return Ok(());
-        }
-        for chunk in seqs.chunks(CHUNK) {
-            let mut query = QueryBuilder::<DB>::new("DELETE FROM feed_queue WHERE seq IN (");
-            let mut ids = query.separated(", ");
-            for seq in chunk {
-                ids.push_bind(*seq);
-            }
-            query.push(")").build().execute(&self.writer).await?;
-        }
+        };
+        // A recording may have come in between since the round began (its pragma asks
+        // for a synced commit): say the feed's again, in the same command.
+        let sql = match self.feed_begins() {
+            Some(pragma) => format!("{pragma}; {}", DB::MARK_FED_THROUGH),
+            None => DB::MARK_FED_THROUGH.to_owned(),
+        };
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(through)
+            .execute(&self.writer)
+            .await?;
         Ok(())
     }
 

@@ -31,22 +31,24 @@ pub trait Dialect: Database {
     /// rows, so MariaDB reads them back with `RETURNING`.
     const NUMBERS_INSERTS_IN_ORDER: bool;
 
-    /// Said first on a connection whose next commits must survive a power loss, where a
-    /// connection can be told otherwise (SQLite: `synchronous = FULL`, its setting).
-    const SYNC_COMMITS: Option<&'static str>;
+    /// The command that begins a recording: its commit survives a power loss, and no
+    /// other recording can commit between its first place in the event log and its
+    /// commit, so the log's rows commit in the order of their places (see
+    /// [`Dialect::MARK_FED_THROUGH`]). SQLite: `synchronous = FULL` (its setting; the
+    /// feed's connection may have been told otherwise), then `BEGIN`, whose first
+    /// write takes the one write lock. MariaDB syncs every commit; its recordings take
+    /// a lock on `event_log_writer`'s one row first, held until they commit.
+    const BEGIN_RECORDING: &'static str;
     /// Said first on a connection whose next commits may wait for the next synced one
     /// to reach the disk: they survive the daemon's crash, and a power loss can undo
     /// them (SQLite in WAL mode: `synchronous = NORMAL`; one fsync of the log covers
     /// every commit before it). `None` where a session cannot choose (MariaDB).
     const DEFER_SYNC: Option<&'static str>;
-    /// Where the feed's progress is one number (`feed_progress.fed_through`: every
-    /// event up to that place in the log is fed), the statement that raises it to the
-    /// place bound. SQLite's one writer commits the log's rows in the order of their
-    /// places, so no event commits below that number later: `feed_queue` is a view of
-    /// the events above it and recording writes no queue row. `None`: `feed_queue` is
-    /// a table, a row added per event at recording and deleted once it is fed
-    /// (MariaDB, whose concurrent writers may commit a lower place after a higher one).
-    const MARK_FED_THROUGH: Option<&'static str>;
+    /// Raises the feed's progress (`feed_progress.fed_through`: every event up to that
+    /// place in the log is fed) to the place bound. Recordings commit the log's rows in
+    /// the order of their places ([`Dialect::BEGIN_RECORDING`]), so no event commits
+    /// below that number later; `feed_queue` is a view of the events above it.
+    const MARK_FED_THROUGH: &'static str;
 
     /// The rows a statement changed.
     fn rows_affected(result: &Self::QueryResult) -> u64;
@@ -59,10 +61,10 @@ impl Dialect for sqlx::Sqlite {
     const BACKEND: &'static str = "sqlite";
     const INSERT_IGNORE: &'static str = "INSERT OR IGNORE";
     const NUMBERS_INSERTS_IN_ORDER: bool = true;
-    const SYNC_COMMITS: Option<&'static str> = Some("PRAGMA synchronous = FULL");
+    const BEGIN_RECORDING: &'static str = "PRAGMA synchronous = FULL; BEGIN";
     const DEFER_SYNC: Option<&'static str> = Some("PRAGMA synchronous = NORMAL");
-    const MARK_FED_THROUGH: Option<&'static str> =
-        Some("UPDATE feed_progress SET fed_through = MAX(fed_through, ?)");
+    const MARK_FED_THROUGH: &'static str =
+        "UPDATE feed_progress SET fed_through = MAX(fed_through, ?)";
 
     fn rows_affected(result: &Self::QueryResult) -> u64 {
         result.rows_affected()
@@ -77,9 +79,11 @@ impl Dialect for sqlx::MySql {
     const BACKEND: &'static str = "mysql";
     const INSERT_IGNORE: &'static str = "INSERT IGNORE";
     const NUMBERS_INSERTS_IN_ORDER: bool = false;
-    const SYNC_COMMITS: Option<&'static str> = None;
+    const BEGIN_RECORDING: &'static str =
+        "BEGIN; SELECT only_row FROM event_log_writer WHERE only_row = 0 FOR UPDATE";
     const DEFER_SYNC: Option<&'static str> = None;
-    const MARK_FED_THROUGH: Option<&'static str> = None;
+    const MARK_FED_THROUGH: &'static str =
+        "UPDATE feed_progress SET fed_through = GREATEST(fed_through, ?)";
 
     fn rows_affected(result: &Self::QueryResult) -> u64 {
         result.rows_affected()
@@ -128,10 +132,10 @@ impl<DB: Dialect> SqlStore<DB> {
         }
     }
 
-    /// Begins a transaction on `writer` whose commit survives a power loss: what the
-    /// 200 to Synapse promises.
-    pub(super) async fn begin_synced(&self) -> Result<Transaction<'static, DB>, sqlx::Error> {
-        self.begin_after(DB::SYNC_COMMITS).await
+    /// Begins a recording on `writer` ([`Dialect::BEGIN_RECORDING`]): its commit
+    /// survives a power loss, which is what the 200 to Synapse promises.
+    pub(super) async fn begin_recording(&self) -> Result<Transaction<'static, DB>, sqlx::Error> {
+        self.writer.begin_with(DB::BEGIN_RECORDING).await
     }
 
     /// What the feed says first on `writer`, if anything, so that its writes commit

@@ -10,7 +10,7 @@ use ruma::events::room::member::MembershipState;
 use ruma::serde::Raw;
 use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
 
-use crate::for_each_backend;
+use crate::{for_each_backend, on_backend};
 use chatsender::config::DatabaseUrl;
 use secrecy::ExposeSecret;
 
@@ -23,6 +23,11 @@ for_each_backend!(
     the_upgrade_to_one_display_name_keeps_what_was_there,
     the_feeds_progress_survives_the_upgrade,
     cache_keeps_its_promises
+);
+
+// SQLite's one writer does this by itself.
+on_backend!(
+    recordings_commit_in_the_order_of_their_places: mariadb_embedded(Mariadb, Embedded),
 );
 
 /// A message event `n` in `room`, from @carol.
@@ -542,7 +547,7 @@ const BEFORE_0013: &[&str] = &[
     "INSERT INTO feed_queue (seq) VALUES (3), (4)",
 ];
 
-/// Over the upgrade (0013: on SQLite the feed's progress becomes one number) the
+/// Over the upgrade (0013: the feed's progress becomes one number) the
 /// events the feed had not handled are still to feed, and only they; with an empty
 /// queue, none is. New events queue after them, and marking the oldest fed leaves the
 /// rest.
@@ -580,6 +585,83 @@ async fn the_feeds_progress_survives_the_upgrade(backends: Backends) {
         stores.events.pending(10).await.expect("pending"),
         [] as [i64; 0],
         "with nothing queued, every event was fed"
+    );
+}
+
+/// A recording waits for the one in progress (another daemon's) before it takes a
+/// place in the log, so the log's rows commit in the order of their places: the feed's
+/// progress, one number, can pass none of them by.
+async fn recordings_commit_in_the_order_of_their_places(backends: Backends) {
+    use sqlx::Connection;
+    let provisioned = Provisioned::new(backends).await;
+    let stores = provisioned.stores().await;
+    let DatabaseUrl::Mysql(url) = &provisioned.database else {
+        panic!("a test of MariaDB");
+    };
+    let connect = || sqlx::MySqlConnection::connect(url.expose_secret());
+    let room = OwnedRoomId::try_from("!r:localhost").expect("room id");
+    // The recording in progress: the lock every recording takes first, then its
+    // event's place in the log, not committed yet.
+    let mut first = connect().await.expect("connect");
+    sqlx::raw_sql("BEGIN; SELECT only_row FROM event_log_writer WHERE only_row = 0 FOR UPDATE")
+        .execute(&mut first)
+        .await
+        .expect("lock");
+    sqlx::query(
+        "INSERT INTO room_events (event_id, room_id, sender, event_type, state_key, \
+         origin_server_ts, json, received_at, is_message) \
+         VALUES ('$first', '!r:localhost', '@c:x', 'm.room.message', NULL, 1, '{}', 1, 1)",
+    )
+    .execute(&mut first)
+    .await
+    .expect("insert");
+    let (first_seq,): (i64,) = sqlx::query_as("SELECT CAST(LAST_INSERT_ID() AS SIGNED)")
+        .fetch_one(&mut first)
+        .await
+        .expect("its place");
+    let events = stores.events.clone();
+    let txn = IncomingTransaction {
+        txn_id: "second".into(),
+        body_sha256: [2; 32],
+        events: vec![event(&room, 2)],
+    };
+    let second = tokio::spawn(async move { events.record_transaction(&txn).await });
+    let watcher = sqlx::MySqlPool::connect(url.expose_secret())
+        .await
+        .expect("connect");
+    let watcher = &watcher;
+    let waiting = move || async move {
+        let (waiting,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM information_schema.INNODB_TRX t \
+             JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id \
+             WHERE t.trx_state = 'LOCK WAIT' AND p.DB = DATABASE()",
+        )
+        .fetch_one(watcher)
+        .await
+        .expect("transactions");
+        (waiting == 1).then_some(())
+    };
+    let long = Duration::from_secs(30);
+    wait_until("the second recording waits for the lock", long, waiting).await;
+    assert!(!second.is_finished(), "the second recording waits");
+    assert_eq!(
+        stores.events.pending(10).await.expect("pending"),
+        [] as [i64; 0],
+        "nothing is committed yet"
+    );
+    sqlx::query("COMMIT")
+        .execute(&mut first)
+        .await
+        .expect("commit");
+    let recorded = second.await.expect("join").expect("record");
+    let TransactionOutcome::Recorded { new } = recorded else {
+        panic!("a new transaction: {recorded:?}");
+    };
+    let second_seq = new[0].0;
+    assert!(second_seq > first_seq, "{second_seq} after {first_seq}");
+    assert_eq!(
+        stores.events.pending(10).await.expect("pending"),
+        [first_seq, second_seq]
     );
 }
 
