@@ -39,6 +39,7 @@ impl Chat {
                 dedup_key: format!("read:{room}:{user}:{event_id}"),
                 kind: StreamKind::Read,
                 payload: payload.into(),
+                seq: None,
             };
             self.live.deliver(&[delivery]).await?;
         }
