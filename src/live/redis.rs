@@ -37,10 +37,10 @@ const PIPELINE: usize = 1000;
 ///
 /// Once: a payload with a place in the event log (what the feed delivers, in the log's
 /// order) goes to a user whose stream was given nothing from that place or after it,
-/// kept as one number per user in the `stream-fed-through` hash. (A user with no
-/// number there yet is looked up in the payload's set, where a daemon of an earlier
-/// version noted it.) A payload with none goes to a user not yet in its set of users
-/// given it, per dedup key and kind, kept a day after its last delivery.
+/// kept as one number per user in the `stream-fed-through` hash. (A user with no number there yet is
+/// looked up in the payload's set, where a daemon of an earlier version noted it.) A
+/// payload with none goes to a user not yet in its set of users given it, per dedup
+/// key and kind, kept a day after its last delivery.
 ///
 /// KEYS: that hash, then for each payload its set, then each user's stream. ARGV:
 /// cap, channel, then for each payload its kind, the payload, its place ('' for none),
