@@ -39,7 +39,6 @@ impl Chat {
                 dedup_key: format!("read:{room}:{user}:{event_id}"),
                 kind: StreamKind::Read,
                 payload: payload.into(),
-                seq: None,
             };
             self.live.deliver(&[delivery]).await?;
         }

@@ -89,11 +89,6 @@ pub struct Delivery {
     pub kind: StreamKind,
     /// JSON, compact (on one line: the Redis live channel's messages are lines).
     pub payload: Arc<str>,
-    /// The place in the event log of the event delivered, for what the feed delivers:
-    /// it delivers in the log's order, so a user given an event at a place was given
-    /// every earlier one of theirs, and Redis keeps that one number per user where it
-    /// keeps a set of users per key for the rest (typing, receipts, read markers).
-    pub seq: Option<i64>,
 }
 
 /// Deliveries appended at a time, and about the most a round of the feed holds before

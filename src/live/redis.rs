@@ -28,61 +28,32 @@ const CALL: usize = 500;
 /// Deliveries sent to Redis in one pipeline.
 const PIPELINE: usize = 1000;
 
-/// For each of its payloads, appends the payload to each user's stream once, then
-/// publishes what it appended, atomically: a crash cannot leave an entry marked
-/// delivered but missing, and publish order is stream order. It publishes one message
-/// (see [`Wire::parse_all`]), or one per MiB of blocks, so no message comes near the
-/// limits Redis puts by default on a subscriber's pending output (8 MB for a minute,
-/// 32 MB at once).
-///
-/// Once: a payload with a place in the event log (what the feed delivers, in the log's
-/// order) goes to a user whose stream was given nothing from that place or after it,
-/// kept as one number per user in the `stream-fed-through` hash. (A user with no number there yet is
-/// looked up in the payload's set, where a daemon of an earlier version noted it.) A
-/// payload with none goes to a user not yet in its set of users given it, per dedup
+/// For each of its payloads, appends the payload once per (user, dedup key, kind) to
+/// each user's stream, then publishes what it appended, atomically: a crash cannot
+/// leave an entry marked delivered but missing, and publish order is stream order. It
+/// publishes one message (see [`Wire::parse_all`]), or one per MiB of blocks, so no
+/// message comes near the limits Redis puts by default on a subscriber's pending
+/// output (8 MB for a minute, 32 MB at once). Who has a payload is a set per dedup
 /// key and kind, kept a day after its last delivery.
-///
-/// KEYS: that hash, then for each payload its set, then each user's stream. ARGV:
-/// cap, channel, then for each payload its kind, the payload, its place ('' for none),
-/// the number of users n, and the n user ids.
+/// KEYS: for each payload, that set, then each user's stream. ARGV: cap, channel, then
+/// for each payload its kind, the payload, the number of users n, and the n user ids.
 static DELIVER: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
-local cap, channel, fed = ARGV[1], ARGV[2], KEYS[1]
-local a, k = 3, 2
+local cap, channel = ARGV[1], ARGV[2]
+local a, k = 3, 1
 local blocks, size = {}, 0
-local places, moved = {}, {}
 while a <= #ARGV do
-  local kind, payload, seq, n = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  local kind, payload, n = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
   local lines = {kind, payload}
   for j = 1, n do
-    local user = ARGV[a + 3 + j]
-    local new
-    if seq then
-      local place = places[user]
-      if place == nil then
-        place = tonumber(redis.call('HGET', fed, user))
-        if place == nil then
-          place = redis.call('SISMEMBER', KEYS[k], user) == 1 and seq or -1
-        end
-      end
-      new = seq > place
-      if new then
-        place = seq
-        moved[user] = true
-      end
-      places[user] = place
-    else
-      new = redis.call('SADD', KEYS[k], user) == 1
-    end
-    if new then
+    local user = ARGV[a + 2 + j]
+    if redis.call('SADD', KEYS[k], user) == 1 then
       local id = redis.call('XADD', KEYS[k + j], 'MAXLEN', '~', cap, '*', 'kind', kind, 'payload', payload)
       lines[#lines + 1] = user .. ' ' .. id
     end
   end
-  if not seq then
-    redis.call('EXPIRE', KEYS[k], 86400)
-  end
+  redis.call('EXPIRE', KEYS[k], 86400)
   if #lines > 2 then
     local block = table.concat(lines, '\n')
     if size > 0 and size + #block > 1048576 then
@@ -92,16 +63,8 @@ while a <= #ARGV do
     blocks[#blocks + 1] = block
     size = size + #block
   end
-  a = a + 4 + n
+  a = a + 3 + n
   k = k + 1 + n
-end
-local marks = {}
-for user in pairs(moved) do
-  marks[#marks + 1] = user
-  marks[#marks + 1] = places[user]
-end
-if #marks > 0 then
-  redis.call('HSET', fed, unpack(marks))
 end
 if #blocks > 0 then
   redis.call('PUBLISH', channel, table.concat(blocks, '\n\n'))
@@ -113,9 +76,8 @@ end
 /// Deliveries that follow each other with one dedup key, kind and payload: what one
 /// event brings its recipients.
 fn same_payload(deliveries: &[Delivery]) -> impl Iterator<Item = &[Delivery]> {
-    deliveries.chunk_by(|a, b| {
-        a.dedup_key == b.dedup_key && a.kind == b.kind && a.seq == b.seq && a.payload == b.payload
-    })
+    deliveries
+        .chunk_by(|a, b| a.dedup_key == b.dedup_key && a.kind == b.kind && a.payload == b.payload)
 }
 
 /// A stream id `ms-seq` as a comparable pair.
@@ -147,9 +109,8 @@ impl RedisLog {
 
     /// Adds one script call delivering `parts` (each one payload's) to `pipe`.
     fn call(&self, pipe: &mut redis::Pipeline, parts: &[&[Delivery]]) {
-        let keys: usize = 1 + parts.iter().map(|part| 1 + part.len()).sum::<usize>();
+        let keys: usize = parts.iter().map(|part| 1 + part.len()).sum();
         let cmd = pipe.cmd("EVALSHA").arg(DELIVER.get_hash()).arg(keys);
-        cmd.arg(format!("{}stream-fed-through", self.prefix));
         for part in parts {
             let first = &part[0];
             cmd.arg(format!(
@@ -167,7 +128,6 @@ impl RedisLog {
             let first = &part[0];
             cmd.arg(first.kind.as_str())
                 .arg(&*first.payload)
-                .arg(first.seq.map(|seq| seq.to_string()).unwrap_or_default())
                 .arg(part.len());
             for d in *part {
                 cmd.arg(d.user_id.as_str());

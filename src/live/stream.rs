@@ -140,7 +140,6 @@ mod tests {
             dedup_key: key.to_owned(),
             kind: StreamKind::Message,
             payload: format!(r#"{{"key":"{key}"}}"#).into(),
-            seq: None,
         }
     }
 

@@ -24,7 +24,6 @@ for_each_backend!(
     an_event_fed_again_after_a_crash_reaches_each_stream_once,
     one_append_of_many_payloads_gives_each_user_their_own_once,
     more_than_a_mib_of_payloads_in_one_append_reaches_an_open_stream_in_order,
-    the_feeds_deliveries_reach_each_stream_once_by_their_place,
 );
 on_sqlite!(
     the_stream_sends_keepalives,
@@ -254,7 +253,6 @@ async fn an_event_fed_again_after_a_crash_reaches_each_stream_once(backends: Bac
         dedup_key: key.to_owned(),
         kind: StreamKind::Message,
         payload: json!({"event_id": key}).to_string().into(),
-        seq: None,
     };
     let live = &s.daemon().live;
     let mut stream = alice.events().await;
@@ -286,7 +284,6 @@ async fn one_append_of_many_payloads_gives_each_user_their_own_once(backends: Ba
         dedup_key: key.into(),
         kind,
         payload: payload.clone(),
-        seq: None,
     };
     let (a, b, read): (std::sync::Arc<str>, _, _) = (
         r#"{"a":1}"#.into(),
@@ -363,57 +360,6 @@ async fn append(log: &dyn StreamLog, hub: &Hub, batch: &[Delivery]) {
     }
 }
 
-/// What the feed delivers carries the event's place in the log: appended again (a
-/// round fed again), in part or whole, each user still has each payload once, and a
-/// user newly among an event's recipients gets it. A user given a payload under its
-/// dedup key without a place (as a daemon of an earlier version delivered) is not
-/// given it again with one.
-async fn the_feeds_deliveries_reach_each_stream_once_by_their_place(backends: Backends) {
-    let provisioned = Provisioned::new(backends).await;
-    let log = stream_log(&provisioned).await;
-    let hub = Hub::default();
-    let tag = unique("placed");
-    let user = |name: &str| OwnedUserId::try_from(format!("@{tag}-{name}:localhost"));
-    let (a, b, c) = (
-        user("a").expect("id"),
-        user("b").expect("id"),
-        user("c").expect("id"),
-    );
-    let to = |user: &OwnedUserId, seq: Option<i64>| Delivery {
-        user_id: user.clone(),
-        dedup_key: format!("${}", seq.unwrap_or(7)),
-        kind: StreamKind::Message,
-        payload: format!(r#"{{"n":{}}}"#, seq.unwrap_or(7)).into(),
-        seq,
-    };
-    let round = [
-        to(&a, Some(5)),
-        to(&b, Some(5)),
-        to(&a, Some(6)),
-        to(&a, Some(6)),
-    ];
-    append(&*log, &hub, &round).await;
-    append(&*log, &hub, &round).await;
-    append(&*log, &hub, &round[2..]).await;
-    // Fed again after B joined: B is among event 6's recipients now.
-    append(&*log, &hub, &[to(&a, Some(6)), to(&b, Some(6))]).await;
-    append(&*log, &hub, &[to(&c, None)]).await;
-    append(&*log, &hub, &[to(&c, Some(7)), to(&a, Some(7))]).await;
-    let got = |user: OwnedUserId| {
-        let log = &log;
-        async move {
-            let events = log.replay_all(&user).await.expect("replay");
-            events
-                .iter()
-                .map(|e| e.payload.to_string())
-                .collect::<Vec<_>>()
-        }
-    };
-    assert_eq!(got(a).await, [r#"{"n":5}"#, r#"{"n":6}"#, r#"{"n":7}"#]);
-    assert_eq!(got(b).await, [r#"{"n":5}"#, r#"{"n":6}"#]);
-    assert_eq!(got(c).await, [r#"{"n":7}"#]);
-}
-
 /// The next entry a subscription hears, as (kind, payload).
 async fn next(subscription: &mut Subscription) -> (StreamKind, String) {
     match tokio::time::timeout(Duration::from_secs(10), subscription.recv()).await {
@@ -461,7 +407,6 @@ async fn more_than_a_mib_of_payloads_in_one_append_reaches_an_open_stream_in_ord
             dedup_key: format!("$large-{n}"),
             kind: StreamKind::Message,
             payload: payload.clone(),
-            seq: None,
         })
         .collect();
     append(&*log, &hub, &batch).await;

@@ -246,7 +246,7 @@ impl Ingest {
             let mut failure = None;
             for (seq, record) in &records {
                 let event = RoomEvent::from_record(record);
-                match self.apply(*seq, &event, &mut round).await {
+                match self.apply(&event, &mut round).await {
                     Ok(()) => {
                         self.forget_failure(&record.event_id);
                         round.applied.push(*seq);
@@ -302,8 +302,8 @@ impl Ingest {
         false
     }
 
-    /// Applies the event at `seq` to the room index and adds its deliveries to the round.
-    async fn apply(&self, seq: i64, event: &RoomEvent, round: &mut Round) -> Result<(), FeedError> {
+    /// Applies one event to the room index and adds its deliveries to the round.
+    async fn apply(&self, event: &RoomEvent, round: &mut Round) -> Result<(), FeedError> {
         let room = &event.room_id;
         let ns = &self.namespace;
         let index = &*self.rooms;
@@ -343,7 +343,6 @@ impl Ingest {
                 };
                 let kind = StreamKind::Membership;
                 round.add(
-                    seq,
                     &event.event_id,
                     deliveries(to, event.event_id.as_str(), kind, &change)?,
                 );
@@ -357,7 +356,6 @@ impl Ingest {
                 };
                 let to = self.members.ours(index, ns, room).await?;
                 round.add(
-                    seq,
                     &event.event_id,
                     deliveries(to, event.event_id.as_str(), StreamKind::Room, &change)?,
                 );
@@ -378,7 +376,6 @@ impl Ingest {
                 let to = self.members.ours(index, ns, room).await?;
                 let kind = StreamKind::Message;
                 round.add(
-                    seq,
                     &event.event_id,
                     deliveries(to, event.event_id.as_str(), kind, &message)?,
                 );

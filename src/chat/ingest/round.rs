@@ -19,12 +19,8 @@ pub(super) struct Round {
 }
 
 impl Round {
-    /// Adds the deliveries of the event at `seq` in the log.
-    pub(super) fn add(&mut self, seq: i64, event_id: &EventId, mut deliveries: Vec<Delivery>) {
+    pub(super) fn add(&mut self, event_id: &EventId, deliveries: Vec<Delivery>) {
         if !deliveries.is_empty() {
-            for delivery in &mut deliveries {
-                delivery.seq = Some(seq);
-            }
             self.held += deliveries.len();
             self.deliveries.push((event_id.to_owned(), deliveries));
         }
@@ -51,7 +47,6 @@ pub(super) fn deliveries(
             dedup_key: dedup_key.to_owned(),
             kind,
             payload: payload.clone(),
-            seq: None,
         })
         .collect())
 }
