@@ -1,9 +1,9 @@
 -- The feed's progress is one number: the place in the event log up to which every
 -- event has been fed. A recording first locks `event_log_writer`'s one row and holds
--- it until it commits, so the log's rows commit in the order of their places and no
--- event can appear later below that number (without the lock, two writers could
--- commit a lower place after a higher one). Recording then writes no queue row per
--- event, and feeding updates one row instead of deleting one per event.
+-- it until its commit is visible, so the log's rows commit in the order of their
+-- places and no event can appear later below that number (without the lock, two
+-- writers could commit a lower place after a higher one). Recording then writes no
+-- queue row per event, and feeding updates one row instead of deleting one per event.
 -- `feed_queue` stays, as a view of the same rows.
 CREATE TABLE feed_progress (
     only_row    TINYINT NOT NULL PRIMARY KEY CHECK (only_row = 0),

@@ -166,6 +166,12 @@ const START_WAIT: Duration = Duration::from_secs(30);
 
 /// A MariaDB connection idle this long is pinged before it is used again.
 const PING_WHEN_IDLE: Duration = Duration::from_secs(1);
+/// Said on each MariaDB connection: a transaction left idle this long (its daemon hung
+/// or cut off mid-recording) is rolled back, so the event log's lock, which every
+/// daemon's recordings wait for, is not held until MariaDB drops the connection
+/// (`wait_timeout`, hours). The daemon's own transactions never wait between
+/// statements.
+const IDLE_TRANSACTION_TIMEOUT: &str = "SET SESSION idle_transaction_timeout = 30";
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 static MYSQL_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/mysql");
@@ -256,6 +262,16 @@ async fn open_mysql(
                         connection.ping().await?;
                     }
                     Ok(true)
+                })
+            })
+            .after_connect(|connection, _| {
+                Box::pin(async move {
+                    // MySQL has no such setting: say so, and go on without it.
+                    let set = sqlx::query(IDLE_TRANSACTION_TIMEOUT).execute(&mut *connection);
+                    if let Err(error) = set.await {
+                        tracing::warn!(%error, "idle transactions are not rolled back");
+                    }
+                    Ok(())
                 })
             })
             .connect_with(options.clone())

@@ -31,14 +31,16 @@ pub trait Dialect: Database {
     /// rows, so MariaDB reads them back with `RETURNING`.
     const NUMBERS_INSERTS_IN_ORDER: bool;
 
-    /// The command that begins a recording: its commit survives a power loss, and no
-    /// other recording can commit between its first place in the event log and its
-    /// commit, so the log's rows commit in the order of their places (see
-    /// [`Dialect::MARK_FED_THROUGH`]). SQLite: `synchronous = FULL` (its setting; the
-    /// feed's connection may have been told otherwise), then `BEGIN`, whose first
-    /// write takes the one write lock. MariaDB syncs every commit; its recordings take
-    /// a lock on `event_log_writer`'s one row first, held until they commit.
+    /// The command that begins a recording, whose commit survives a power loss: SQLite
+    /// says `synchronous = FULL` (its setting; the feed's connection may have been told
+    /// otherwise), then `BEGIN`. MariaDB syncs every commit.
     const BEGIN_RECORDING: &'static str;
+    /// What a recording says first in its transaction so that no other recording can
+    /// take a place in the event log until it has committed: the log's rows then commit
+    /// in the order of their places (see [`Dialect::MARK_FED_THROUGH`]). MariaDB locks
+    /// the one row of `event_log_writer` (InnoDB releases it once the commit is
+    /// visible). `None` for SQLite, whose first write takes its one write lock.
+    const LOCK_EVENT_LOG: Option<&'static str>;
     /// Said first on a connection whose next commits may wait for the next synced one
     /// to reach the disk: they survive the daemon's crash, and a power loss can undo
     /// them (SQLite in WAL mode: `synchronous = NORMAL`; one fsync of the log covers
@@ -46,7 +48,7 @@ pub trait Dialect: Database {
     const DEFER_SYNC: Option<&'static str>;
     /// Raises the feed's progress (`feed_progress.fed_through`: every event up to that
     /// place in the log is fed) to the place bound. Recordings commit the log's rows in
-    /// the order of their places ([`Dialect::BEGIN_RECORDING`]), so no event commits
+    /// the order of their places ([`Dialect::LOCK_EVENT_LOG`]), so no event commits
     /// below that number later; `feed_queue` is a view of the events above it.
     const MARK_FED_THROUGH: &'static str;
 
@@ -62,6 +64,7 @@ impl Dialect for sqlx::Sqlite {
     const INSERT_IGNORE: &'static str = "INSERT OR IGNORE";
     const NUMBERS_INSERTS_IN_ORDER: bool = true;
     const BEGIN_RECORDING: &'static str = "PRAGMA synchronous = FULL; BEGIN";
+    const LOCK_EVENT_LOG: Option<&'static str> = None;
     const DEFER_SYNC: Option<&'static str> = Some("PRAGMA synchronous = NORMAL");
     const MARK_FED_THROUGH: &'static str =
         "UPDATE feed_progress SET fed_through = MAX(fed_through, ?)";
@@ -79,8 +82,9 @@ impl Dialect for sqlx::MySql {
     const BACKEND: &'static str = "mysql";
     const INSERT_IGNORE: &'static str = "INSERT IGNORE";
     const NUMBERS_INSERTS_IN_ORDER: bool = false;
-    const BEGIN_RECORDING: &'static str =
-        "BEGIN; SELECT only_row FROM event_log_writer WHERE only_row = 0 FOR UPDATE";
+    const BEGIN_RECORDING: &'static str = "BEGIN";
+    const LOCK_EVENT_LOG: Option<&'static str> =
+        Some("SELECT only_row FROM event_log_writer WHERE only_row = 0 FOR UPDATE");
     const DEFER_SYNC: Option<&'static str> = None;
     const MARK_FED_THROUGH: &'static str =
         "UPDATE feed_progress SET fed_through = GREATEST(fed_through, ?)";
@@ -132,10 +136,24 @@ impl<DB: Dialect> SqlStore<DB> {
         }
     }
 
-    /// Begins a recording on `writer` ([`Dialect::BEGIN_RECORDING`]): its commit
-    /// survives a power loss, which is what the 200 to Synapse promises.
-    pub(super) async fn begin_recording(&self) -> Result<Transaction<'static, DB>, sqlx::Error> {
-        self.writer.begin_with(DB::BEGIN_RECORDING).await
+    /// Begins a recording on `writer` ([`Dialect::BEGIN_RECORDING`]), whose commit
+    /// survives a power loss (what the 200 to Synapse promises), and takes the event
+    /// log's lock ([`Dialect::LOCK_EVENT_LOG`]) in it: a recording dropped while it
+    /// waits for the lock rolls back like any transaction, and leaves no lock behind.
+    pub(super) async fn begin_recording(&self) -> Result<Transaction<'static, DB>, StoreError>
+    where
+        for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+        DB::Arguments: IntoArguments<DB>,
+    {
+        let mut tx = self.writer.begin_with(DB::BEGIN_RECORDING).await?;
+        if let Some(lock) = DB::LOCK_EVENT_LOG {
+            // Without its row the lock would be a gap lock, which does not keep
+            // another recording out.
+            if sqlx::query(lock).fetch_optional(&mut *tx).await?.is_none() {
+                return Err(corrupt("event_log_writer", "its one row is missing"));
+            }
+        }
+        Ok(tx)
     }
 
     /// What the feed says first on `writer`, if anything, so that its writes commit

@@ -658,11 +658,63 @@ async fn recordings_commit_in_the_order_of_their_places(backends: Backends) {
         panic!("a new transaction: {recorded:?}");
     };
     let second_seq = new[0].0;
-    assert!(second_seq > first_seq, "{second_seq} after {first_seq}");
     assert_eq!(
         stores.events.pending(10).await.expect("pending"),
         [first_seq, second_seq]
     );
+
+    // A recording dropped while it waits for the lock (its client went away) rolls
+    // back and leaves no lock behind.
+    sqlx::raw_sql("BEGIN; SELECT only_row FROM event_log_writer WHERE only_row = 0 FOR UPDATE")
+        .execute(&mut first)
+        .await
+        .expect("lock");
+    let third = IncomingTransaction {
+        txn_id: "third".into(),
+        body_sha256: [3; 32],
+        events: vec![event(&room, 3)],
+    };
+    let events = stores.events.clone();
+    let dropped = {
+        let third = third.clone();
+        tokio::spawn(async move { events.record_transaction(&third).await })
+    };
+    wait_until("the third recording waits for the lock", long, waiting).await;
+    dropped.abort();
+    sqlx::query("COMMIT")
+        .execute(&mut first)
+        .await
+        .expect("commit");
+    let free = move || async move {
+        let mut tx = watcher.begin().await.expect("begin");
+        let lock = "SELECT only_row FROM event_log_writer WHERE only_row = 0 FOR UPDATE NOWAIT";
+        let got = sqlx::query(lock).fetch_optional(&mut *tx).await;
+        tx.rollback().await.expect("rollback");
+        got.is_ok().then_some(())
+    };
+    wait_until("the lock is free again", long, free).await;
+    let recorded = stores.events.record_transaction(&third).await;
+    assert!(
+        matches!(&recorded, Ok(TransactionOutcome::Recorded { new }) if new.len() == 1),
+        "the dropped recording left nothing: {recorded:?}"
+    );
+
+    // Without the lock's row, recording stops rather than go on unordered.
+    sqlx::query("DELETE FROM event_log_writer")
+        .execute(&mut first)
+        .await
+        .expect("delete");
+    let txn = IncomingTransaction {
+        txn_id: "fourth".into(),
+        body_sha256: [4; 32],
+        events: vec![event(&room, 4)],
+    };
+    let error = stores
+        .events
+        .record_transaction(&txn)
+        .await
+        .expect_err("no lock");
+    assert!(error.to_string().contains("event_log_writer"), "{error}");
 }
 
 /// Rows as the previous release left them: a user with a key's name, two puppets (one
