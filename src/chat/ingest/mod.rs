@@ -33,7 +33,8 @@ use crate::cache::{Cache, CacheError};
 use crate::identity::Namespace;
 use crate::live::{Live, LiveError, StreamKind};
 use crate::store::{
-    EventLog, IncomingTransaction, Receipts, RoomIndex, RoomUpdate, StoreError, TransactionOutcome,
+    EventLog, EventRecord, IncomingTransaction, Receipts, RoomIndex, RoomUpdate, StoreError,
+    TransactionOutcome,
 };
 
 /// Why feeding stopped; the events stay unfed and are tried again.
@@ -247,10 +248,7 @@ impl Ingest {
             for (seq, record) in &records {
                 let event = RoomEvent::from_record(record);
                 match self.apply(&event, &mut round).await {
-                    Ok(()) => {
-                        self.forget_failure(&record.event_id);
-                        round.applied.push(*seq);
-                    }
+                    Ok(()) => round.applied.push(*seq),
                     Err(error) if self.give_up(&record.event_id) => {
                         self.skip(&record.event_id, &error);
                         round.applied.push(*seq);
@@ -272,6 +270,9 @@ impl Ingest {
             // Keep the progress made, even when an event stops the batch.
             let delivered = self.flush(&mut round).await;
             self.events.mark_fed(&round.applied).await?;
+            // Fed: their failures are over (`applied` is the batch's first events). An
+            // event whose delivery fails keeps its first failure's time until then.
+            self.forget_failures(records.iter().take(round.applied.len()));
             metrics::counter!("chatsender_events_fed_total").increment(round.applied.len() as u64);
             self.cache.expire(LEASE_KEY, LEASE_TTL).await?;
             done += round.applied.len();
@@ -285,8 +286,13 @@ impl Ingest {
         self.failures.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn forget_failure(&self, event_id: &ruma::EventId) {
-        self.failures().remove(event_id);
+    fn forget_failures<'a>(&self, fed: impl Iterator<Item = &'a (i64, EventRecord)>) {
+        let mut failures = self.failures();
+        if !failures.is_empty() {
+            for (_, record) in fed {
+                failures.remove(&record.event_id);
+            }
+        }
     }
 
     /// Notes a failure of `event_id`; true once it has kept failing long enough.

@@ -278,14 +278,31 @@ async fn a_failing_event_waits_through_an_outage_and_is_skipped_only_after_the_w
     store.fail("streams", false);
     assert_eq!(patient.run_pending().await.expect("feed"), 1);
 
-    // An event that keeps failing past the window is skipped; the feed goes on.
+    // An event whose delivery keeps failing past the window is skipped, and only
+    // then; the feed goes on.
     store.fail("streams", true);
-    let impatient = ingest(&store, log, Duration::ZERO);
+    let window = Duration::from_millis(300);
+    let impatient = ingest(&store, log, window);
     impatient
         .record("3", [3; 32], &[text("$m2", "carol", "two")], NONE)
         .await
         .expect("record");
-    assert_eq!(impatient.run_pending().await.expect("feed"), 1);
+    let first_failure = std::time::Instant::now();
+    assert!(impatient.run_pending().await.is_err(), "in the window");
+    let skipped = loop {
+        match impatient.run_pending().await {
+            Ok(fed) => break fed,
+            Err(_) => {
+                assert!(first_failure.elapsed() < 30 * window, "never skipped");
+                tokio::time::sleep(window / 10).await;
+            }
+        }
+    };
+    assert_eq!(skipped, 1);
+    assert!(
+        first_failure.elapsed() >= window,
+        "skipped only after the window"
+    );
     store.fail("streams", false);
     assert!(store.pending_events_now().is_empty());
     impatient
