@@ -232,21 +232,25 @@ async fn a_transaction_is_processed_once_and_a_restarted_txn_id_again(backends: 
     assert_eq!(daemon.push("1", &after_restart).await.status(), 200);
     assert_eq!(event_ids(daemon, &room).await, [e1, e2, e3]);
 
-    let metrics = http()
-        .get(format!("{}/metrics", daemon.base_url))
-        .send()
-        .await
-        .expect("metrics");
-    let text = metrics.text().await.expect("metrics text");
+    // The tables' sizes come from a task that counts them at start and then now and
+    // then: wait for its first count.
+    let url = format!("{}/metrics", daemon.base_url);
+    let text = wait_until(
+        "/metrics has the tables' sizes",
+        Duration::from_secs(30),
+        || async {
+            let metrics = http().get(&url).send().await.expect("metrics");
+            let text = metrics.text().await.expect("metrics text");
+            text.contains(r#"chatsender_table_rows{table="room_events"}"#)
+                .then_some(text)
+        },
+    )
+    .await;
     assert!(
         text.contains("chatsender_transactions_duplicate_total"),
         "{text}"
     );
     assert!(text.contains("chatsender_events_processed_total"), "{text}");
-    assert!(
-        text.contains(r#"chatsender_table_rows{table="room_events"}"#),
-        "the tables' sizes: {text}"
-    );
 }
 
 /// 3. Without the hs_token nothing is processed.
