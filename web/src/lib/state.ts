@@ -237,10 +237,17 @@ async function enter(): Promise<void> {
   if (wanted && rooms.value.some((r) => r.room_id === wanted)) await openRoom(wanted);
 }
 
+/** Each `loadRooms` call's number, and the newest whose answer is shown: answers can
+ *  come back out of order, and an older list may lack a room made since. */
+let roomsAsked = 0;
+let roomsShown = 0;
+
 export async function loadRooms(): Promise<void> {
+  const asked = ++roomsAsked;
   try {
     const answer = await guarded(() => api.rooms());
-    if (!answer) return;
+    if (!answer || asked < roomsShown) return;
+    roomsShown = asked;
     batch(() => {
       rooms.value = sortRooms(answer.rooms);
       invites.value = answer.invites;
@@ -248,7 +255,7 @@ export async function loadRooms(): Promise<void> {
       roomsLoaded.value = true;
     });
   } catch (error) {
-    roomsError.value = describe(error);
+    if (asked >= roomsShown) roomsError.value = describe(error);
   }
 }
 
