@@ -590,7 +590,8 @@ async fn the_feeds_progress_survives_the_upgrade(backends: Backends) {
 
 /// A recording waits for the one in progress (another daemon's) before it takes a
 /// place in the log, so the log's rows commit in the order of their places: the feed's
-/// progress, one number, can pass none of them by.
+/// progress, one number, can pass none of them by. One dropped while it waits leaves
+/// no lock behind, and without the lock's row recording stops.
 async fn recordings_commit_in_the_order_of_their_places(backends: Backends) {
     use sqlx::Connection;
     let provisioned = Provisioned::new(backends).await;
