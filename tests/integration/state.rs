@@ -601,10 +601,18 @@ async fn recordings_commit_in_the_order_of_their_places(backends: Backends) {
     };
     let connect = || sqlx::MySqlConnection::connect(url.expose_secret());
     let room = OwnedRoomId::try_from("!r:localhost").expect("room id");
-    // The recording in progress: the lock every recording takes first, then its
-    // event's place in the log, not committed yet.
+    // The lock every recording takes first, as the daemon says it.
+    const LOCK: &str = "SELECT only_row FROM event_log_writer WHERE only_row = 0 FOR UPDATE";
+    let lock = format!("BEGIN; {LOCK}");
+    let txn = |n: u8| IncomingTransaction {
+        txn_id: format!("t{n}"),
+        body_sha256: [n; 32],
+        events: vec![event(&room, n.into())],
+    };
+    // The recording in progress: the lock, then its event's place in the log, not
+    // committed yet.
     let mut first = connect().await.expect("connect");
-    sqlx::raw_sql("BEGIN; SELECT only_row FROM event_log_writer WHERE only_row = 0 FOR UPDATE")
+    sqlx::raw_sql(sqlx::AssertSqlSafe(lock.clone()))
         .execute(&mut first)
         .await
         .expect("lock");
@@ -621,12 +629,8 @@ async fn recordings_commit_in_the_order_of_their_places(backends: Backends) {
         .await
         .expect("its place");
     let events = stores.events.clone();
-    let txn = IncomingTransaction {
-        txn_id: "second".into(),
-        body_sha256: [2; 32],
-        events: vec![event(&room, 2)],
-    };
-    let second = tokio::spawn(async move { events.record_transaction(&txn).await });
+    let second_txn = txn(2);
+    let second = tokio::spawn(async move { events.record_transaction(&second_txn).await });
     let watcher = sqlx::MySqlPool::connect(url.expose_secret())
         .await
         .expect("connect");
@@ -666,15 +670,11 @@ async fn recordings_commit_in_the_order_of_their_places(backends: Backends) {
 
     // A recording dropped while it waits for the lock (its client went away) rolls
     // back and leaves no lock behind.
-    sqlx::raw_sql("BEGIN; SELECT only_row FROM event_log_writer WHERE only_row = 0 FOR UPDATE")
+    sqlx::raw_sql(sqlx::AssertSqlSafe(lock))
         .execute(&mut first)
         .await
         .expect("lock");
-    let third = IncomingTransaction {
-        txn_id: "third".into(),
-        body_sha256: [3; 32],
-        events: vec![event(&room, 3)],
-    };
+    let third = txn(3);
     let events = stores.events.clone();
     let dropped = {
         let third = third.clone();
@@ -688,8 +688,8 @@ async fn recordings_commit_in_the_order_of_their_places(backends: Backends) {
         .expect("commit");
     let free = move || async move {
         let mut tx = watcher.begin().await.expect("begin");
-        let lock = "SELECT only_row FROM event_log_writer WHERE only_row = 0 FOR UPDATE NOWAIT";
-        let got = sqlx::query(lock).fetch_optional(&mut *tx).await;
+        let now_or_never = sqlx::AssertSqlSafe(format!("{LOCK} NOWAIT"));
+        let got = sqlx::query(now_or_never).fetch_optional(&mut *tx).await;
         tx.rollback().await.expect("rollback");
         got.is_ok().then_some(())
     };
@@ -705,14 +705,9 @@ async fn recordings_commit_in_the_order_of_their_places(backends: Backends) {
         .execute(&mut first)
         .await
         .expect("delete");
-    let txn = IncomingTransaction {
-        txn_id: "fourth".into(),
-        body_sha256: [4; 32],
-        events: vec![event(&room, 4)],
-    };
     let error = stores
         .events
-        .record_transaction(&txn)
+        .record_transaction(&txn(4))
         .await
         .expect_err("no lock");
     assert!(error.to_string().contains("event_log_writer"), "{error}");
