@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use ruma::serde::Raw;
 use ruma::{EventId, OwnedEventId, RoomId, UserId};
 use serde_json::value::RawValue;
-use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, QueryBuilder, Row, Type};
+use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, QueryBuilder, Type};
 
 use super::sql::{self, Added, CHUNK, Dialect, SqlStore};
 use super::{EventRecord, IncomingTransaction, StoreError, TransactionOutcome};
@@ -18,11 +18,18 @@ use crate::time::now_ms;
 pub trait EventLog: Send + Sync + 'static {
     /// Records a transaction and its events atomically, once: a second call with the
     /// same (txn_id, body hash) is a [`TransactionOutcome::Duplicate`], and an event
-    /// already recorded by an earlier transaction is not recorded again.
+    /// already recorded by an earlier transaction is not recorded again. The recording
+    /// survives a crash of the daemon, and a power loss once [`EventLog::sync`] returns.
     async fn record_transaction(
         &self,
         txn: &IncomingTransaction,
     ) -> Result<TransactionOutcome, StoreError>;
+
+    /// Makes every transaction recorded so far survive a power loss. Where commits
+    /// wait for the disk themselves (MariaDB; SQLite on one shared connection) it has
+    /// nothing to do; SQLite's own connection of the feed commits without waiting, so
+    /// the feed can work on a recording's events while its log is synced.
+    async fn sync(&self) -> Result<(), StoreError>;
 
     /// The events recorded for a room, oldest first.
     async fn room_events(&self, room_id: &RoomId) -> Result<Vec<EventRecord>, StoreError>;
@@ -229,26 +236,15 @@ where
         row.map(EventRecord::try_from).transpose()
     }
 
+    async fn sync(&self) -> Result<(), StoreError> {
+        self.sync_log().await
+    }
+
     async fn pending(&self, limit: u32) -> Result<Vec<i64>, StoreError> {
-        const PENDING: &str = "SELECT seq FROM feed_queue ORDER BY seq LIMIT";
-        // A round of the feed starts here: on SQLite's own connection of the feed,
-        // said in the same command, its writes from here on defer their sync.
-        let rows: Vec<(i64,)> = match self.feed_begins() {
-            Some(pragma) => {
-                let sql = format!("{pragma}; {PENDING} {limit}");
-                let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                    .fetch_all(&self.writer)
-                    .await?;
-                let seq = |row: &DB::Row| row.try_get::<i64, _>(0).map(|seq| (seq,));
-                rows.iter().map(seq).collect::<Result<_, _>>()?
-            }
-            None => {
-                sqlx::query_as(sqlx::AssertSqlSafe(format!("{PENDING} ?")))
-                    .bind(i64::from(limit))
-                    .fetch_all(&self.writer)
-                    .await?
-            }
-        };
+        let rows: Vec<(i64,)> = sqlx::query_as("SELECT seq FROM feed_queue ORDER BY seq LIMIT ?")
+            .bind(i64::from(limit))
+            .fetch_all(&self.writer)
+            .await?;
         Ok(rows.into_iter().map(|(seq,)| seq).collect())
     }
 
@@ -277,13 +273,7 @@ where
         let Some(&through) = seqs.iter().max() else {
             return Ok(());
         };
-        // A recording may have come in between since the round began (its pragma asks
-        // for a synced commit): say the feed's again, in the same command.
-        let sql = match self.feed_begins() {
-            Some(pragma) => format!("{pragma}; {}", DB::MARK_FED_THROUGH),
-            None => DB::MARK_FED_THROUGH.to_owned(),
-        };
-        sqlx::query(sqlx::AssertSqlSafe(sql))
+        sqlx::query(DB::MARK_FED_THROUGH)
             .bind(through)
             .execute(&self.writer)
             .await?;

@@ -22,6 +22,7 @@ mod streams;
 mod tests;
 mod users;
 
+use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -205,7 +206,8 @@ async fn open_sqlite(
     let options = SqliteConnectOptions::from_str(url)?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
-        // FULL: a transaction acknowledged to Synapse survives a power loss too.
+        // FULL: each commit survives a power loss (the events' own connection, below,
+        // syncs its log after each recording instead).
         .synchronous(SqliteSynchronous::Full)
         .busy_timeout(Duration::from_secs(10))
         .foreign_keys(true);
@@ -216,24 +218,31 @@ async fn open_sqlite(
     }
     // A SQLite connection is a file handle in this process: pinging it before each
     // statement (sqlx's default) only costs a hand-off to its worker thread.
-    let pool = |connections: u32| {
+    let pool = |connections: u32, options: SqliteConnectOptions| {
         SqlitePoolOptions::new()
             .max_connections(connections)
             .test_before_acquire(false)
-            .connect_with(options.clone())
+            .connect_with(options)
     };
     // From 2 connections on, one of them records and feeds the pushed events. A
     // connection drops its page cache whenever another one wrote, so the feed's
     // statements, taken in turn from one pool, read their pages again each time:
-    // ingest side by side, 29–31k → 35–36k events/s. Being the feed's own, that
-    // connection can also let the feed's commits wait for the next recording's sync
-    // (`SqlStore::feed_begins`), which a pool shared with sessions and keys cannot.
-    let others = pool(max_connections.saturating_sub(1).max(1)).await?;
+    // ingest side by side, 29–31k → 35–36k events/s. Being the events' own, that
+    // connection commits without waiting for the disk, and a recording is made durable
+    // by syncing the log's file (`SqlStore::sync_log`) while the feed already works on
+    // it, which a pool shared with sessions and keys could not do.
+    let others = pool(max_connections.saturating_sub(1).max(1), options.clone()).await?;
     SQLITE_MIGRATIONS.run(&others).await?;
-    Ok(match max_connections {
-        0 | 1 => SqlStore::new(others),
-        _ => SqlStore::with_writer(others, pool(1).await?),
-    })
+    if max_connections <= 1 {
+        return Ok(SqlStore::new(others));
+    }
+    let file = options.get_filename();
+    let database_file = (file != Path::new(":memory:"))
+        .then(|| std::path::absolute(file))
+        .transpose()
+        .map_err(|e| StoreError::Database(e.into()))?;
+    let writer = pool(1, options.synchronous(SqliteSynchronous::Normal)).await?;
+    Ok(SqlStore::with_writer(others, writer, database_file))
 }
 
 /// Connects to MariaDB at `url` and migrates the database (sqlx takes a lock, so

@@ -14,6 +14,8 @@
 //! does not carry such bounds from a trait to its users): what sqlx needs to bind and
 //! read this crate's column types on a pool of `DB`.
 
+use std::path::PathBuf;
+
 use sqlx::{Database, Executor, FromRow, IntoArguments, Pool, QueryBuilder, Transaction};
 
 use super::StoreError;
@@ -31,21 +33,12 @@ pub trait Dialect: Database {
     /// rows, so MariaDB reads them back with `RETURNING`.
     const NUMBERS_INSERTS_IN_ORDER: bool;
 
-    /// The command that begins a recording, whose commit survives a power loss: SQLite
-    /// says `synchronous = FULL` (its setting; the feed's connection may have been told
-    /// otherwise), then `BEGIN`. MariaDB syncs every commit.
-    const BEGIN_RECORDING: &'static str;
     /// What a recording says first in its transaction so that no other recording can
     /// take a place in the event log until it has committed: the log's rows then commit
     /// in the order of their places (see [`Dialect::MARK_FED_THROUGH`]). MariaDB locks
     /// the one row of `event_log_writer` (InnoDB releases it once the commit is
     /// visible). `None` for SQLite, whose first write takes its one write lock.
     const LOCK_EVENT_LOG: Option<&'static str>;
-    /// Said first on a connection whose next commits may wait for the next synced one
-    /// to reach the disk: they survive the daemon's crash, and a power loss can undo
-    /// them (SQLite in WAL mode: `synchronous = NORMAL`; one fsync of the log covers
-    /// every commit before it). `None` where a session cannot choose (MariaDB).
-    const DEFER_SYNC: Option<&'static str>;
     /// Raises the feed's progress (`feed_progress.fed_through`: every event up to that
     /// place in the log is fed) to the place bound. Recordings commit the log's rows in
     /// the order of their places ([`Dialect::LOCK_EVENT_LOG`]), so no event commits
@@ -63,9 +56,7 @@ impl Dialect for sqlx::Sqlite {
     const BACKEND: &'static str = "sqlite";
     const INSERT_IGNORE: &'static str = "INSERT OR IGNORE";
     const NUMBERS_INSERTS_IN_ORDER: bool = true;
-    const BEGIN_RECORDING: &'static str = "PRAGMA synchronous = FULL; BEGIN";
     const LOCK_EVENT_LOG: Option<&'static str> = None;
-    const DEFER_SYNC: Option<&'static str> = Some("PRAGMA synchronous = NORMAL");
     const MARK_FED_THROUGH: &'static str =
         "UPDATE feed_progress SET fed_through = MAX(fed_through, ?)";
 
@@ -82,10 +73,8 @@ impl Dialect for sqlx::MySql {
     const BACKEND: &'static str = "mysql";
     const INSERT_IGNORE: &'static str = "INSERT IGNORE";
     const NUMBERS_INSERTS_IN_ORDER: bool = false;
-    const BEGIN_RECORDING: &'static str = "BEGIN";
     const LOCK_EVENT_LOG: Option<&'static str> =
         Some("SELECT only_row FROM event_log_writer WHERE only_row = 0 FOR UPDATE");
-    const DEFER_SYNC: Option<&'static str> = None;
     const MARK_FED_THROUGH: &'static str =
         "UPDATE feed_progress SET fed_through = GREATEST(fed_through, ?)";
 
@@ -107,9 +96,11 @@ pub struct SqlStore<DB: Database> {
     /// own, whose page cache stays warm between the feed's statements (a connection
     /// drops its cache whenever another one wrote); on MariaDB the pool.
     pub(super) writer: Pool<DB>,
-    /// Whether the feed's writes on `writer` leave syncing to the next recording (see
-    /// [`SqlStore::feed_begins`]): only where `writer` is the feed's own connection.
-    pub(super) feed_defers_sync: bool,
+    /// The SQLite database file, where `writer` is a connection of its own whose
+    /// commits do not wait for the disk (`synchronous = NORMAL`): [`SqlStore::sync_log`]
+    /// makes them durable, after a recording, while the feed already works on its
+    /// events. `None` where every commit waits for the disk itself.
+    pub(super) database_file: Option<PathBuf>,
     /// Each stream user's number (`stream_users`), as far as known.
     pub(super) stream_users: super::streams::UserRefs,
 }
@@ -120,32 +111,33 @@ impl<DB: Dialect> SqlStore<DB> {
         Self {
             writer: pool.clone(),
             pool,
-            feed_defers_sync: false,
+            database_file: None,
             stream_users: Default::default(),
         }
     }
 
     /// A store whose events are recorded and fed on `writer`, a pool of its own, and
-    /// the rest on `pool`.
-    pub fn with_writer(pool: Pool<DB>, writer: Pool<DB>) -> Self {
+    /// the rest on `pool`. `database_file`: see [`SqlStore::database_file`].
+    pub fn with_writer(pool: Pool<DB>, writer: Pool<DB>, database_file: Option<PathBuf>) -> Self {
         Self {
             pool,
             writer,
-            feed_defers_sync: true,
+            database_file,
             stream_users: Default::default(),
         }
     }
 
-    /// Begins a recording on `writer` ([`Dialect::BEGIN_RECORDING`]), whose commit
-    /// survives a power loss (what the 200 to Synapse promises), and takes the event
-    /// log's lock ([`Dialect::LOCK_EVENT_LOG`]) in it: a recording dropped while it
-    /// waits for the lock rolls back like any transaction, and leaves no lock behind.
+    /// Begins a recording on `writer`, and takes the event log's lock
+    /// ([`Dialect::LOCK_EVENT_LOG`]) in it: a recording dropped while it waits for the
+    /// lock rolls back like any transaction, and leaves no lock behind. Its commit
+    /// survives a crash of the daemon; a power loss too once [`SqlStore::sync_log`]
+    /// returns (at once where the commit itself waited for the disk).
     pub(super) async fn begin_recording(&self) -> Result<Transaction<'static, DB>, StoreError>
     where
         for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
         DB::Arguments: IntoArguments<DB>,
     {
-        let mut tx = self.writer.begin_with(DB::BEGIN_RECORDING).await?;
+        let mut tx = self.writer.begin().await?;
         if let Some(lock) = DB::LOCK_EVENT_LOG {
             // Without its row the lock would be a gap lock, which does not keep
             // another recording out.
@@ -156,33 +148,34 @@ impl<DB: Dialect> SqlStore<DB> {
         Ok(tx)
     }
 
-    /// What the feed says first on `writer`, if anything, so that its writes commit
-    /// without waiting for the disk. Everything the feed writes is derived from events
-    /// recorded before it: a power loss that undoes some of it also undoes their
-    /// `mark_fed`, so those events are fed again (each entry and membership once).
-    /// The next recording's synced commit makes them durable with it.
-    pub(super) fn feed_begins(&self) -> Option<&'static str> {
-        DB::DEFER_SYNC.filter(|_| self.feed_defers_sync)
-    }
-
-    /// Begins a transaction of the feed's on `writer` (see [`SqlStore::feed_begins`]).
-    pub(super) async fn begin_feed(&self) -> Result<Transaction<'static, DB>, sqlx::Error> {
-        self.begin_after(self.feed_begins()).await
-    }
-
-    /// Begins a transaction on `writer`, after `pragma` if any, in one command: one
-    /// hand-off to sqlx-sqlite's worker.
-    async fn begin_after(
-        &self,
-        pragma: Option<&'static str>,
-    ) -> Result<Transaction<'static, DB>, sqlx::Error> {
-        match pragma {
-            Some(pragma) => {
-                let begin = sqlx::AssertSqlSafe(format!("{pragma}; BEGIN"));
-                self.writer.begin_with(begin).await
-            }
-            None => self.writer.begin().await,
-        }
+    /// Makes every commit on `writer` so far survive a power loss: one `fdatasync` of
+    /// the write-ahead log, which holds them in order. Where the log is gone (the last
+    /// connection closed, which checkpoints it into the database and syncs that), the
+    /// database file is synced.
+    ///
+    /// A power loss keeps a prefix of the log's commits. What the feed wrote goes with
+    /// its events' `mark_fed`, so those events are fed again (each entry and
+    /// membership once); a recording not synced yet goes with what the feed wrote of
+    /// it, and Synapse, which had no answer for it, sends it again.
+    pub(super) async fn sync_log(&self) -> Result<(), StoreError> {
+        let Some(database) = self.database_file.clone() else {
+            return Ok(());
+        };
+        let synced = tokio::task::spawn_blocking(move || {
+            let mut log = database.clone().into_os_string();
+            log.push("-wal");
+            let file = match std::fs::File::open(log) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    std::fs::File::open(database)?
+                }
+                file => file?,
+            };
+            file.sync_data()
+        })
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|synced| synced);
+        synced.map_err(|e| StoreError::Database(sqlx::Error::Io(e)))
     }
 
     /// `INSERT OR IGNORE INTO …` or `INSERT IGNORE INTO …`, as an SQL string.

@@ -98,7 +98,7 @@ where
             })
             .collect();
         'tries: for &numbered in sql::numberings::<DB>() {
-            let mut tx = self.begin_feed().await?;
+            let mut tx = self.writer.begin().await?;
             let Some(payload_ids) = payload_ids(&mut tx, &payloads, now, numbered).await? else {
                 tx.rollback().await?;
                 continue 'tries;

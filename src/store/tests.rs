@@ -21,39 +21,34 @@ fn transaction(txn_id: &str) -> IncomingTransaction {
 }
 
 #[tokio::test]
-async fn a_recording_commits_synced_after_the_feed_deferred_its_syncs() {
+async fn the_events_connection_commits_without_waiting_and_syncs_its_log() {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let url = format!("sqlite://{}", dir.path().join("cs.db").display());
+    let database = dir.path().join("cs.db");
+    let url = format!("sqlite://{}", database.display());
     let store = open_sqlite(&url, 4).await.expect("open");
-    assert_eq!(
-        writer_sync(&store).await,
-        2,
-        "a new connection syncs each commit"
-    );
-
-    // A round of the feed starts by reading what is pending.
-    store.pending(10).await.expect("pending");
-    assert_eq!(
-        writer_sync(&store).await,
-        1,
-        "the feed's writes defer their sync"
-    );
+    assert_eq!(writer_sync(&store).await, 1, "the events' connection");
 
     let outcome = store.record_transaction(&transaction("1")).await;
     assert!(matches!(outcome, Ok(TransactionOutcome::Recorded { .. })));
     assert_eq!(
-        writer_sync(&store).await,
-        2,
-        "the recording's commit, which the 200 to Synapse promises, was synced"
+        store.database_file.as_deref(),
+        Some(database.as_path()),
+        "the recording is made durable by syncing this database's log"
     );
-
-    // The round ends by marking its events fed, after that recording came in.
+    assert!(
+        dir.path().join("cs.db-wal").is_file(),
+        "the log the recording went to is the one synced"
+    );
+    store.sync().await.expect("sync the log");
     store.mark_fed(&[1]).await.expect("mark fed");
-    assert_eq!(
-        writer_sync(&store).await,
-        1,
-        "marking the round fed defers its sync too"
-    );
+    assert_eq!(writer_sync(&store).await, 1, "still, after a recording");
+
+    // The sessions' and keys' connections wait for the disk at each commit.
+    let (level,): (i64,) = sqlx::query_as("PRAGMA synchronous")
+        .fetch_one(&store.pool)
+        .await
+        .expect("PRAGMA synchronous");
+    assert_eq!(level, 2);
 }
 
 #[tokio::test]
@@ -62,6 +57,9 @@ async fn one_connection_for_everything_syncs_every_commit() {
     let url = format!("sqlite://{}", dir.path().join("cs.db").display());
     // Sessions and keys are written on that connection too.
     let store = open_sqlite(&url, 1).await.expect("open");
+    let outcome = store.record_transaction(&transaction("1")).await;
+    assert!(matches!(outcome, Ok(TransactionOutcome::Recorded { .. })));
     store.pending(10).await.expect("pending");
     assert_eq!(writer_sync(&store).await, 2);
+    assert_eq!(store.database_file, None, "its commits sync themselves");
 }

@@ -126,7 +126,9 @@ impl Ingest {
 
     /// Records a pushed transaction once, durably, and wakes the feeder. An event
     /// that is not a room event is logged and skipped; the rest are recorded. The
-    /// transaction's ephemeral data is queued for the feeder.
+    /// transaction's ephemeral data is queued for the feeder. The feeder is woken as
+    /// soon as the recording has committed and may work on its events while the store
+    /// makes them survive a power loss ([`EventLog::sync`]); this returns only after.
     pub async fn record<E>(
         &self,
         txn_id: &str,
@@ -171,6 +173,9 @@ impl Ingest {
                 self.wake.notify_one();
             }
         }
+        // A duplicate too: its first recording may have committed and then failed to
+        // sync.
+        self.events.sync().await?;
         Ok(outcome)
     }
 

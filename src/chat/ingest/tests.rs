@@ -9,6 +9,7 @@ use tokio::sync::Semaphore;
 
 use super::*;
 
+mod durability;
 mod failures;
 mod large_rooms;
 use crate::cache::MemoryCache;

@@ -110,6 +110,10 @@ impl EventLog for MemoryStore {
         Ok(TransactionOutcome::Recorded { new })
     }
 
+    async fn sync(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     async fn room_events(&self, room_id: &RoomId) -> Result<Vec<EventRecord>, StoreError> {
         let s = self.at("events")?;
         let events = s.events.iter().filter(|(e, _)| e.room_id == room_id);
