@@ -2,9 +2,9 @@
 //! under the ingest figures. No HTTP, no parsing and no feed are timed: the
 //! transactions are built and parsed between timed stretches.
 //!
-//! - `daemon`: the daemon's own recording (`EventLog::record_transaction`, what each
-//!   pushed transaction waits for before its 200), through the daemon's own store on
-//!   SQLite or MariaDB.
+//! - `daemon`: the daemon's own recording (`EventLog::record_transaction` and
+//!   `EventLog::sync`, what each pushed transaction waits for before its 200), through
+//!   the daemon's own store on SQLite or MariaDB.
 //! - `bare`: the least any durable recording writes: one row per event in a table
 //!   holding only its id and JSON, one multi-row insert committed per transaction. On
 //!   SQLite in the daemon's journal mode and `synchronous=FULL`; on MariaDB in InnoDB
@@ -92,6 +92,7 @@ impl Target {
                 if !matches!(outcome, TransactionOutcome::Recorded { .. }) {
                     bail!("transaction {} was not recorded: {outcome:?}", txn.txn_id);
                 }
+                stores.events.sync().await?;
             }
             Self::BareSqlite(pool) => {
                 bare_insert(txn).build().execute(pool).await?;
