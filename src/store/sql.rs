@@ -151,7 +151,8 @@ impl<DB: Dialect> SqlStore<DB> {
     /// Makes every commit on `writer` so far survive a power loss: one `fdatasync` of
     /// the write-ahead log, which holds them in order. Where the log is gone (the last
     /// connection closed, which checkpoints it into the database and syncs that), the
-    /// database file is synced.
+    /// database file is synced. The file is opened each time: a handle kept across a
+    /// log deleted and made anew would sync a file nobody writes any more.
     ///
     /// A power loss keeps a prefix of the log's commits. What the feed wrote goes with
     /// its events' `mark_fed`, so those events are fed again (each entry and
@@ -164,13 +165,18 @@ impl<DB: Dialect> SqlStore<DB> {
         let synced = tokio::task::spawn_blocking(move || {
             let mut log = database.clone().into_os_string();
             log.push("-wal");
-            let file = match std::fs::File::open(log) {
+            let log = PathBuf::from(log);
+            let (path, file) = match std::fs::File::open(&log) {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    std::fs::File::open(database)?
+                    let file = std::fs::File::open(&database);
+                    (database, file)
                 }
-                file => file?,
+                file => (log, file),
             };
-            file.sync_data()
+            file.and_then(|file| file.sync_data()).map_err(|e| {
+                let what = format!("syncing {} to disk: {e}", path.display());
+                std::io::Error::new(e.kind(), what)
+            })
         })
         .await
         .map_err(std::io::Error::other)
