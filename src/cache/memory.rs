@@ -93,6 +93,10 @@ impl Cache for MemoryCache {
         "embedded"
     }
 
+    fn is_shared(&self) -> bool {
+        false
+    }
+
     async fn health(&self) -> Result<(), CacheError> {
         Ok(())
     }

@@ -25,6 +25,10 @@ pub trait Cache: Send + Sync + 'static {
     /// `embedded` or `redis`, for logs and `/ready`.
     fn backend(&self) -> &'static str;
 
+    /// Whether other daemons may share this cache, and with it the database: true for
+    /// Redis. An embedded cache is one daemon's own, and that daemon is the only one.
+    fn is_shared(&self) -> bool;
+
     /// A round trip to the cache.
     async fn health(&self) -> Result<(), CacheError>;
 

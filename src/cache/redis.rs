@@ -85,6 +85,10 @@ impl Cache for RedisCache {
         "redis"
     }
 
+    fn is_shared(&self) -> bool {
+        true
+    }
+
     async fn health(&self) -> Result<(), CacheError> {
         let mut conn = self.conn.clone();
         let _: String = redis::cmd("PING").query_async(&mut conn).await?;

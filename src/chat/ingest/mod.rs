@@ -15,26 +15,24 @@ use std::time::{Duration, Instant};
 
 use ruma::OwnedEventId;
 use ruma::events::AnyTimelineEvent;
-use ruma::events::room::member::MembershipState;
 use ruma::serde::Raw;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+mod apply;
 mod ephemeral;
 mod members;
 mod recent;
 mod round;
 
-use round::{Round, deliveries};
+use round::Round;
 
-use super::event::{self, Content, Ephemeral, RoomEvent};
-use super::message::{MembershipChange, Message, RoomChange};
+use super::event::{self, Ephemeral, RoomEvent};
 use crate::cache::{Cache, CacheError};
 use crate::identity::Namespace;
-use crate::live::{Live, LiveError, StreamKind};
+use crate::live::{Live, LiveError};
 use crate::store::{
-    EventLog, EventRecord, IncomingTransaction, Receipts, RoomIndex, RoomUpdate, StoreError,
-    TransactionOutcome,
+    EventLog, EventRecord, IncomingTransaction, Receipts, RoomIndex, StoreError, TransactionOutcome,
 };
 
 /// Why feeding stopped; the events stay unfed and are tried again.
@@ -106,6 +104,7 @@ impl Ingest {
         namespace: Namespace,
         give_up_after: Duration,
     ) -> Self {
+        let recent = recent::Recent::new(!cache.is_shared());
         Self {
             events,
             rooms,
@@ -118,7 +117,7 @@ impl Ingest {
             running: tokio::sync::Mutex::new(()),
             holder: crate::keys::encode_base64url(&rand::random::<[u8; 16]>()),
             members: members::Members::default(),
-            recent: recent::Recent::default(),
+            recent,
             failures: Mutex::default(),
             give_up_after,
         }
@@ -153,9 +152,11 @@ impl Ingest {
             body_sha256,
             events,
         };
+        let recording = self.recent.begin();
         let outcome = self.events.record_transaction(&txn).await?;
         match &outcome {
             TransactionOutcome::Duplicate => {
+                recording.keep([]);
                 metrics::counter!("chatsender_transactions_duplicate_total").increment(1);
                 tracing::info!(txn_id, "transaction already processed");
             }
@@ -164,7 +165,7 @@ impl Ingest {
                 metrics::counter!("chatsender_events_processed_total").increment(count as u64);
                 tracing::debug!(txn_id, events = count, "transaction recorded");
                 let mut events: Vec<_> = txn.events.into_iter().map(Some).collect();
-                self.recent.keep(
+                recording.keep(
                     new.iter()
                         .filter_map(|&(seq, i)| Some((seq, events.get_mut(i)?.take()?))),
                 );
@@ -212,17 +213,20 @@ impl Ingest {
             .await?
         {
             if started.elapsed() > LEASE_WAIT {
-                // Another daemon's feeder feeds what this one recorded: keep none of
-                // it in memory.
-                self.recent.clear();
+                // Another daemon's feeder feeds what this one recorded.
+                self.recent.lose();
                 return Ok(0);
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        let feeding = self.recent.feeding();
         let fed = match self.take_over().await {
             Ok(()) => self.feed().await,
             Err(error) => Err(error.into()),
         };
+        if fed.is_ok() {
+            feeding.done();
+        }
         self.cache.delete_if(LEASE_KEY, holder).await?;
         fed
     }
@@ -232,6 +236,7 @@ impl Ingest {
         let holder = self.holder.as_bytes();
         if self.cache.get(LAST_FEEDER_KEY).await?.as_deref() != Some(holder) {
             self.members.clear();
+            self.recent.lose();
             self.cache
                 .put(LAST_FEEDER_KEY, holder, LAST_FEEDER_TTL)
                 .await?;
@@ -242,9 +247,19 @@ impl Ingest {
     async fn feed(&self) -> Result<usize, FeedError> {
         let mut done = 0;
         loop {
-            let pending = self.events.pending(BATCH).await?;
+            // Alone, the feeder knows what it was handed; else it reads the queue.
+            let pending = match self.recent.pending(BATCH) {
+                Some(pending) => pending,
+                None => {
+                    let mark = self.recent.mark();
+                    let pending = self.events.pending(BATCH).await?;
+                    if pending.is_empty() {
+                        self.recent.settle(mark);
+                    }
+                    pending
+                }
+            };
             if pending.is_empty() {
-                self.recent.clear();
                 return Ok(done);
             }
             let records = self.recent.take(&*self.events, &pending).await?;
@@ -275,6 +290,7 @@ impl Ingest {
             // Keep the progress made, even when an event stops the batch.
             let delivered = self.flush(&mut round).await;
             self.events.mark_fed(&round.applied).await?;
+            self.recent.fed(&round.applied);
             // Fed: their failures are over (`applied` is the batch's first events). An
             // event whose delivery fails keeps its first failure's time until then.
             self.forget_failures(records.iter().take(round.applied.len()));
@@ -311,89 +327,6 @@ impl Ingest {
             return true;
         }
         false
-    }
-
-    /// Applies one event to the room index and adds its deliveries to the round.
-    async fn apply(&self, event: &RoomEvent, round: &mut Round) -> Result<(), FeedError> {
-        let room = &event.room_id;
-        let ns = &self.namespace;
-        let index = &*self.rooms;
-        match &event.content {
-            Content::Member(m) => {
-                let mut update = RoomUpdate::default();
-                let ours = ns.contains(&m.target);
-                if ours && m.membership == MembershipState::Invite {
-                    update.name = m.invite_name.clone();
-                    update.encrypted = m.invite_encrypted.then_some(true);
-                    update.is_direct = m.is_direct;
-                }
-                self.rooms.update_room(room, &update).await?;
-                // Loaded before the change is written: the view then applies it once.
-                // A change moves the count by one at most, so past `LARGE_ROOM + 1`
-                // members the list would be cleared below: it is not copied (filling
-                // a room of K copied K lists of up to K users).
-                let most = LARGE_ROOM + 1;
-                let mut to = self.members.ours_unless_over(index, ns, room, most).await?;
-                if let Some(record) = event.membership() {
-                    self.rooms.set_membership(&record).await?;
-                    self.members.apply(ns, &record);
-                }
-                // In a large room the others learn of a member when it speaks, as
-                // Matrix clients lazy-load members: filling a room stays linear.
-                if self.members.joined_count(room) > LARGE_ROOM {
-                    to.clear();
-                }
-                if ours && !to.contains(&m.target) {
-                    to.push(m.target.clone());
-                }
-                let change = MembershipChange {
-                    room_id: room.clone(),
-                    user_id: m.target.clone(),
-                    membership: m.membership.clone(),
-                    sender: event.sender.clone(),
-                };
-                let kind = StreamKind::Membership;
-                round.add(
-                    &event.event_id,
-                    deliveries(to, event.event_id.as_str(), kind, &change)?,
-                );
-                Ok(())
-            }
-            Content::Name(name) => {
-                self.rooms.update_room(room, &event.room_update()).await?;
-                let change = RoomChange {
-                    room_id: room.clone(),
-                    name: name.clone(),
-                };
-                let to = self.members.ours(index, ns, room).await?;
-                round.add(
-                    &event.event_id,
-                    deliveries(to, event.event_id.as_str(), StreamKind::Room, &change)?,
-                );
-                Ok(())
-            }
-            Content::Encryption => {
-                self.rooms.update_room(room, &event.room_update()).await?;
-                Ok(())
-            }
-            Content::Message { .. } => {
-                let name = self
-                    .members
-                    .display_name(index, ns, room, &event.sender)
-                    .await?;
-                let Some(message) = Message::of(event, name) else {
-                    return Ok(());
-                };
-                let to = self.members.ours(index, ns, room).await?;
-                let kind = StreamKind::Message;
-                round.add(
-                    &event.event_id,
-                    deliveries(to, event.event_id.as_str(), kind, &message)?,
-                );
-                Ok(())
-            }
-            Content::Other => Ok(()),
-        }
     }
 }
 

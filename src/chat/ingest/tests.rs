@@ -12,6 +12,8 @@ use super::*;
 mod durability;
 mod failures;
 mod large_rooms;
+mod queue;
+mod watched;
 use crate::cache::MemoryCache;
 use crate::live::{DatabaseLog, Delivery, Hub, LiveEvent, Replay, StreamLog};
 use crate::store::UserStreams;
