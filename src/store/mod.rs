@@ -156,9 +156,14 @@ impl Stores {
 }
 
 /// SQLite connections unless configured: one writes at a time, and each holds a page
-/// cache of up to 2 MB and a worker thread (4 took 15–30 MB off a daemon with 10,000
-/// open streams, and logins were no slower than with 10).
+/// cache and a worker thread (4 took 15–30 MB off a daemon with 10,000 open streams,
+/// and logins were no slower than with 10).
 const SQLITE_CONNECTIONS: u32 = 4;
+/// Each SQLite connection's page cache, in KiB (`PRAGMA cache_size`; SQLite's own
+/// default is 2,000). The file's pages stay in the system's page cache, so a miss
+/// costs a read, not a disk access: a daemon with 10,000 open streams held 11–12 MB
+/// less than with 2,000, and ingest was no slower (`bench/RESULTS.md`).
+const SQLITE_CACHE_KIB: i64 = 256;
 /// MariaDB connections unless configured.
 const MYSQL_CONNECTIONS: u32 = 10;
 
@@ -210,7 +215,8 @@ async fn open_sqlite(
         // syncs its log after each recording instead).
         .synchronous(SqliteSynchronous::Full)
         .busy_timeout(Duration::from_secs(10))
-        .foreign_keys(true);
+        .foreign_keys(true)
+        .pragma("cache_size", format!("-{SQLITE_CACHE_KIB}"));
     if let Some(parent) = options.get_filename().parent()
         && !parent.as_os_str().is_empty()
     {

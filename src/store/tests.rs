@@ -1,4 +1,5 @@
-//! What only this module can see: which of SQLite's commits wait for the disk.
+//! What only this module can see: which of SQLite's commits wait for the disk, and how
+//! much each connection caches.
 
 use super::*;
 
@@ -62,4 +63,19 @@ async fn one_connection_for_everything_syncs_every_commit() {
     store.pending(10).await.expect("pending");
     assert_eq!(writer_sync(&store).await, 2);
     assert_eq!(store.database_file, None, "its commits sync themselves");
+}
+
+#[tokio::test]
+async fn every_sqlite_connection_keeps_a_small_page_cache() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let url = format!("sqlite://{}", dir.path().join("cs.db").display());
+    let store = open_sqlite(&url, 4).await.expect("open");
+    for (pool, which) in [(&store.writer, "the events'"), (&store.pool, "the others'")] {
+        let (kib,): (i64,) = sqlx::query_as("PRAGMA cache_size")
+            .fetch_one(pool)
+            .await
+            .expect("PRAGMA cache_size");
+        // Negative: in KiB rather than pages.
+        assert_eq!(kib, -SQLITE_CACHE_KIB, "{which} connection");
+    }
 }
