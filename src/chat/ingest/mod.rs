@@ -213,8 +213,9 @@ impl Ingest {
             .await?
         {
             if started.elapsed() > LEASE_WAIT {
-                // Another daemon's feeder feeds what this one recorded.
-                self.recent.lose();
+                // Another daemon's feeder feeds what this one recorded: keep none of
+                // it in memory.
+                self.recent.clear();
                 return Ok(0);
             }
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -139,6 +139,14 @@ impl Recent {
         self.inner().lose();
     }
 
+    /// Forgets what is kept: another daemon's feeder feeds it.
+    pub(super) fn clear(&self) {
+        let mut inner = self.inner();
+        inner.events.clear();
+        inner.bytes = 0;
+        inner.lose();
+    }
+
     /// The events at `seqs` (pending, oldest first), from memory or else from the
     /// store. What is kept from before the first of them was fed elsewhere and is
     /// dropped.
