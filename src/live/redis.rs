@@ -34,7 +34,9 @@ const PIPELINE: usize = 1000;
 /// publishes one message (see [`Wire::parse_all`]), or one per MiB of blocks, so no
 /// message comes near the limits Redis puts by default on a subscriber's pending
 /// output (8 MB for a minute, 32 MB at once). Who has a payload is a set per dedup
-/// key and kind, kept a day after its last delivery.
+/// key and kind, kept a day after its last delivery. The message is joined once, at
+/// the end, from its pieces: Redis's Lua hashes every string a script makes, and a
+/// string per block or per line would hash each payload once more.
 /// KEYS: for each payload, that set, then each user's stream. ARGV: cap, channel, then
 /// for each payload its kind, the payload, the number of users n, and the n user ids.
 static DELIVER: LazyLock<redis::Script> = LazyLock::new(|| {
@@ -42,32 +44,41 @@ static DELIVER: LazyLock<redis::Script> = LazyLock::new(|| {
         r"
 local cap, channel = ARGV[1], ARGV[2]
 local a, k = 3, 1
-local blocks, size = {}, 0
+local parts, size = {}, 0
 while a <= #ARGV do
   local kind, payload, n = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
-  local lines = {kind, payload}
+  local head, block = #parts, 0
   for j = 1, n do
     local user = ARGV[a + 2 + j]
     if redis.call('SADD', KEYS[k], user) == 1 then
       local id = redis.call('XADD', KEYS[k + j], 'MAXLEN', '~', cap, '*', 'kind', kind, 'payload', payload)
-      lines[#lines + 1] = user .. ' ' .. id
+      if block == 0 then
+        if head > 0 then parts[#parts + 1] = '\n\n' end
+        parts[#parts + 1] = kind
+        parts[#parts + 1] = '\n'
+        parts[#parts + 1] = payload
+        block = #kind + 1 + #payload
+      end
+      parts[#parts + 1] = '\n'
+      parts[#parts + 1] = user
+      parts[#parts + 1] = ' '
+      parts[#parts + 1] = id
+      block = block + 2 + #user + #id
     end
   end
   redis.call('EXPIRE', KEYS[k], 86400)
-  if #lines > 2 then
-    local block = table.concat(lines, '\n')
-    if size > 0 and size + #block > 1048576 then
-      redis.call('PUBLISH', channel, table.concat(blocks, '\n\n'))
-      blocks, size = {}, 0
-    end
-    blocks[#blocks + 1] = block
-    size = size + #block
+  if block > 0 and size > 0 and size + block > 1048576 then
+    redis.call('PUBLISH', channel, table.concat(parts, '', 1, head))
+    local rest = {}
+    for i = head + 2, #parts do rest[#rest + 1] = parts[i] end
+    parts, size = rest, 0
   end
+  size = size + block
   a = a + 3 + n
   k = k + 1 + n
 end
-if #blocks > 0 then
-  redis.call('PUBLISH', channel, table.concat(blocks, '\n\n'))
+if #parts > 0 then
+  redis.call('PUBLISH', channel, table.concat(parts))
 end
 ",
     )
