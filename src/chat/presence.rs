@@ -37,6 +37,7 @@ impl Chat {
             let delivery = Delivery {
                 user_id: user.to_owned(),
                 dedup_key: format!("read:{room}:{user}:{event_id}"),
+                place: None,
                 kind: StreamKind::Read,
                 payload: payload.into(),
             };

@@ -86,6 +86,11 @@ pub struct Delivery {
     pub user_id: OwnedUserId,
     /// Appended once per (user, key, kind): feeding an event again appends nothing.
     pub dedup_key: String,
+    /// The event's place in the event log, for what the feed delivers (`None` for
+    /// what is not recorded: typing, receipts). The feed delivers in the log's order,
+    /// so the places in one user's stream only grow, and the Redis streams keep one
+    /// entry per (user, place) by their ids alone.
+    pub place: Option<i64>,
     pub kind: StreamKind,
     /// JSON, compact (on one line: the Redis live channel's messages are lines).
     pub payload: Arc<str>,

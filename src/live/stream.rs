@@ -138,6 +138,7 @@ mod tests {
         Delivery {
             user_id: user.to_owned(),
             dedup_key: key.to_owned(),
+            place: None,
             kind: StreamKind::Message,
             payload: format!(r#"{{"key":"{key}"}}"#).into(),
         }

@@ -15,7 +15,46 @@ pub(super) struct Wire {
     pub(super) entries: Vec<(OwnedUserId, String)>,
 }
 
+/// The most a channel message holds, unless one block is larger: Redis's default
+/// limits on a subscriber's pending output are 8 MB for a minute, 32 MB at once.
+pub(super) const MESSAGE_MAX: usize = 1 << 20;
+
+/// Joins blocks (see [`Wire::parse_all`]) into channel messages of at most
+/// [`MESSAGE_MAX`] bytes each; a larger block is a message of its own.
+pub(super) fn join_blocks(blocks: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut messages: Vec<String> = Vec::new();
+    for block in blocks {
+        match messages.last_mut() {
+            Some(message) if message.len() + 2 + block.len() <= MESSAGE_MAX => {
+                message.push_str("\n\n");
+                message.push_str(&block);
+            }
+            _ => messages.push(block),
+        }
+    }
+    messages
+}
+
 impl Wire {
+    /// One block: `kind`, `payload` and an entry per (user, id).
+    pub(super) fn block<'a>(
+        kind: StreamKind,
+        payload: &str,
+        entries: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> String {
+        let mut block = String::with_capacity(kind.as_str().len() + 1 + payload.len() + 64);
+        block.push_str(kind.as_str());
+        block.push('\n');
+        block.push_str(payload);
+        for (user, id) in entries {
+            block.push('\n');
+            block.push_str(user);
+            block.push(' ');
+            block.push_str(id);
+        }
+        block
+    }
+
     /// A channel message: one block per payload, apart by an empty line. A block's
     /// lines are the kind, the payload (JSON, on one line, so never empty), then a
     /// line per entry, its user and its id apart by a space (neither a user id nor a
@@ -76,6 +115,47 @@ mod tests {
         assert_eq!(wires[1].kind, StreamKind::Room);
         assert_eq!(&*wires[1].payload, r#"{"name":"n"}"#);
         assert_eq!(wires[1].entries, [entry("@c:x", "2-0")]);
+    }
+
+    #[test]
+    fn blocks_join_into_messages_of_at_most_a_mib_that_parse_back() {
+        let big = "x".repeat(400_000);
+        let blocks: Vec<String> = (0..5)
+            .map(|n| {
+                let payload = format!(r#"{{"n":{n},"body":"{big}"}}"#);
+                Wire::block(StreamKind::Message, &payload, [("@a:x", "7-0")])
+            })
+            .chain([Wire::block(
+                StreamKind::Room,
+                "{}",
+                [("@b:x", "8-0"), ("@c:x", "8-0")],
+            )])
+            .collect();
+        let messages = join_blocks(blocks.clone());
+        assert_eq!(
+            messages.len(),
+            3,
+            "two blocks of 400 KB a message, the small one with the last"
+        );
+        assert!(messages.iter().all(|m| m.len() <= MESSAGE_MAX));
+        let parsed: Vec<Wire> = messages
+            .iter()
+            .flat_map(|m| Wire::parse_all(m).expect("parses"))
+            .collect();
+        assert_eq!(parsed.len(), 6);
+        assert_eq!(parsed[4].entries, [entry("@a:x", "7-0")]);
+        assert!(parsed[4].payload.starts_with(r#"{"n":4,"#));
+        assert_eq!(parsed[5].kind, StreamKind::Room);
+        assert_eq!(
+            parsed[5].entries,
+            [entry("@b:x", "8-0"), entry("@c:x", "8-0")]
+        );
+        let huge = "y".repeat(MESSAGE_MAX + 1);
+        let alone = join_blocks([
+            Wire::block(StreamKind::Message, &huge, [("@a:x", "9-0")]),
+            blocks[5].clone(),
+        ]);
+        assert_eq!(alone.len(), 2, "a block over a MiB is a message of its own");
     }
 
     #[test]

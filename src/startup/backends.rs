@@ -50,7 +50,8 @@ impl Backends {
                         .await
                         .context("redis.url: cannot connect to Redis")?,
                 );
-                let log = RedisLog::connect(url, prefix, timeout)
+                let log_id = stores.events.identity().await?;
+                let log = RedisLog::connect(url, prefix, &log_id, timeout)
                     .await
                     .context("redis.url: cannot connect to Redis")?;
                 Self {

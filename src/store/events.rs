@@ -31,6 +31,10 @@ pub trait EventLog: Send + Sync + 'static {
     /// the feed can work on a recording's events while its log is synced.
     async fn sync(&self) -> Result<(), StoreError>;
 
+    /// The log's identity: random, made with the database, the same for every daemon
+    /// on it.
+    async fn identity(&self) -> Result<String, StoreError>;
+
     /// The events recorded for a room, oldest first.
     async fn room_events(&self, room_id: &RoomId) -> Result<Vec<EventRecord>, StoreError>;
 
@@ -238,6 +242,13 @@ where
 
     async fn sync(&self) -> Result<(), StoreError> {
         self.sync_log().await
+    }
+
+    async fn identity(&self) -> Result<String, StoreError> {
+        let (id,): (String,) = sqlx::query_as("SELECT log_id FROM feed_progress")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(id)
     }
 
     async fn pending(&self, limit: u32) -> Result<Vec<i64>, StoreError> {

@@ -251,6 +251,7 @@ async fn an_event_fed_again_after_a_crash_reaches_each_stream_once(backends: Bac
     let delivery = |key: &str| Delivery {
         user_id: user.clone(),
         dedup_key: key.to_owned(),
+        place: None,
         kind: StreamKind::Message,
         payload: json!({"event_id": key}).to_string().into(),
     };
@@ -282,6 +283,7 @@ async fn one_append_of_many_payloads_gives_each_user_their_own_once(backends: Ba
     let to = |n: usize, key: &str, kind: StreamKind, payload: &std::sync::Arc<str>| Delivery {
         user_id: user(n),
         dedup_key: key.into(),
+        place: None,
         kind,
         payload: payload.clone(),
     };
@@ -354,7 +356,7 @@ async fn one_append_of_many_payloads_gives_each_user_their_own_once(backends: Ba
 
 /// Appends `batch` and hands this daemon's hub what the log returns, as
 /// `Live::deliver` does (in Redis mode the channel brings the entries instead).
-async fn append(log: &dyn StreamLog, hub: &Hub, batch: &[Delivery]) {
+pub async fn append(log: &dyn StreamLog, hub: &Hub, batch: &[Delivery]) {
     for event in log.append(batch).await.expect("append") {
         hub.publish(event);
     }
@@ -369,17 +371,22 @@ async fn next(subscription: &mut Subscription) -> (StreamKind, String) {
 }
 
 /// The backends' stream log, as the daemon makes it.
-async fn stream_log(provisioned: &Provisioned) -> Box<dyn StreamLog> {
+pub async fn stream_log(provisioned: &Provisioned) -> Box<dyn StreamLog> {
     match &provisioned.redis_url {
-        Some(url) => Box::new(
-            RedisLog::connect(
-                &url.clone().into(),
-                &provisioned.key_prefix,
-                Duration::from_secs(5),
+        Some(url) => {
+            let events = provisioned.stores().await.events;
+            let log_id = events.identity().await.expect("the log's identity");
+            Box::new(
+                RedisLog::connect(
+                    &url.clone().into(),
+                    &provisioned.key_prefix,
+                    &log_id,
+                    Duration::from_secs(5),
+                )
+                .await
+                .expect("redis"),
             )
-            .await
-            .expect("redis"),
-        ),
+        }
         None => Box::new(DatabaseLog::new(provisioned.stores().await.streams)),
     }
 }
@@ -405,6 +412,7 @@ async fn more_than_a_mib_of_payloads_in_one_append_reaches_an_open_stream_in_ord
         .map(|(n, payload)| Delivery {
             user_id: user.clone(),
             dedup_key: format!("$large-{n}"),
+            place: None,
             kind: StreamKind::Message,
             payload: payload.clone(),
         })

@@ -11,6 +11,7 @@ mod deploy;
 mod harness;
 mod keys;
 mod live;
+mod live_placed;
 mod login;
 mod nginx;
 mod outage;

@@ -31,7 +31,8 @@ fn sse(item: LiveItem) -> Result<Event, Infallible> {
 }
 
 /// Events for this user: `message`, `membership`, `room`, `typing`, `read`, `receipt`;
-/// `reset` when the `Last-Event-ID` is older than what is kept. A `: keepalive`
+/// `reset` when the `Last-Event-ID` is older than what is kept, or past the newest
+/// event (the store was wiped, or an upgrade renamed the streams). A `: keepalive`
 /// comment every 15 s. A daemon holds at most `server.max_streams_per_session` open
 /// per session and `server.max_streams_per_user` per user.
 #[utoipa::path(get, path = "/api/v1/events", tag = "chat",

@@ -268,6 +268,7 @@ impl Ingest {
             let mut failure = None;
             for (seq, record) in &records {
                 let event = RoomEvent::from_record(record);
+                round.place = *seq;
                 match self.apply(&event, &mut round).await {
                     Ok(()) => round.applied.push(*seq),
                     Err(error) if self.give_up(&record.event_id) => {

@@ -16,11 +16,17 @@ pub(super) struct Round {
     deliveries: Vec<(OwnedEventId, Vec<Delivery>)>,
     /// How many deliveries that is.
     held: usize,
+    /// The place in the log of the event being applied.
+    pub(super) place: i64,
 }
 
 impl Round {
-    pub(super) fn add(&mut self, event_id: &EventId, deliveries: Vec<Delivery>) {
+    /// Holds the deliveries of the event at [`Round::place`].
+    pub(super) fn add(&mut self, event_id: &EventId, mut deliveries: Vec<Delivery>) {
         if !deliveries.is_empty() {
+            for delivery in &mut deliveries {
+                delivery.place = Some(self.place);
+            }
             self.held += deliveries.len();
             self.deliveries.push((event_id.to_owned(), deliveries));
         }
@@ -45,6 +51,7 @@ pub(super) fn deliveries(
         .map(|user_id| Delivery {
             user_id,
             dedup_key: dedup_key.to_owned(),
+            place: None,
             kind,
             payload: payload.clone(),
         })

@@ -114,6 +114,10 @@ impl EventLog for MemoryStore {
         Ok(())
     }
 
+    async fn identity(&self) -> Result<String, StoreError> {
+        Ok("memory".to_owned())
+    }
+
     async fn room_events(&self, room_id: &RoomId) -> Result<Vec<EventRecord>, StoreError> {
         let s = self.at("events")?;
         let events = s.events.iter().filter(|(e, _)| e.room_id == room_id);

@@ -62,6 +62,10 @@ impl EventLog for WatchedLog {
         self.sync_gate.acquire().await.expect("gate").forget();
         self.inner.sync().await
     }
+
+    async fn identity(&self) -> Result<String, StoreError> {
+        self.inner.identity().await
+    }
     async fn room_events(&self, room_id: &RoomId) -> Result<Vec<EventRecord>, StoreError> {
         self.inner.room_events(room_id).await
     }

@@ -1,7 +1,14 @@
 //! Live streams in Redis: one capped stream per user (replay, also across daemon
 //! restarts) and one pub/sub channel that tells every daemon what was appended.
+//!
+//! What the feed delivers is appended without a script, as the entry `place-0` (its
+//! event's place in the event log) of each recipient's stream: Redis refuses an id not
+//! above a stream's newest, which is what keeps an event fed again from being appended
+//! twice. What has no place (typing, receipts) goes through a script (`keyed.rs`). The
+//! streams' keys name the event log's identity, so a new database, whose places start
+//! at 1 again, gets new streams.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -11,7 +18,9 @@ use ruma::UserId;
 use secrecy::{ExposeSecret, SecretString};
 use tokio_util::sync::CancellationToken;
 
-use super::wire::Wire;
+mod keyed;
+
+use super::wire::{self, Wire};
 use super::{
     Delivery, Hub, LiveError, LiveEvent, RETAINED_PER_USER, Replay, StreamKind, StreamLog,
 };
@@ -21,74 +30,27 @@ pub struct RedisLog {
     client: redis::Client,
     conn: ConnectionManager,
     prefix: String,
+    /// The event log's identity (see [`crate::store::EventLog::identity`]): the
+    /// streams' entry ids are places in that log.
+    log_id: String,
 }
 
-/// Deliveries in one script call (a payload to more users takes several).
-const CALL: usize = 500;
 /// Deliveries sent to Redis in one pipeline.
 const PIPELINE: usize = 1000;
 
-/// For each of its payloads, appends the payload once per (user, dedup key, kind) to
-/// each user's stream, then publishes what it appended, atomically: a crash cannot
-/// leave an entry marked delivered but missing, and publish order is stream order. It
-/// publishes one message (see [`Wire::parse_all`]), or one per MiB of blocks, so no
-/// message comes near the limits Redis puts by default on a subscriber's pending
-/// output (8 MB for a minute, 32 MB at once). Who has a payload is a set per dedup
-/// key and kind, kept a day after its last delivery. The message is joined once, at
-/// the end, from its pieces: Redis's Lua hashes every string a script makes, and a
-/// string per block or per line would hash each payload once more.
-/// KEYS: for each payload, that set, then each user's stream. ARGV: cap, channel, then
-/// for each payload its kind, the payload, the number of users n, and the n user ids.
-static DELIVER: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
-        r"
-local cap, channel = ARGV[1], ARGV[2]
-local a, k = 3, 1
-local parts, size = {}, 0
-while a <= #ARGV do
-  local kind, payload, n = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
-  local head, block = #parts, 0
-  for j = 1, n do
-    local user = ARGV[a + 2 + j]
-    if redis.call('SADD', KEYS[k], user) == 1 then
-      local id = redis.call('XADD', KEYS[k + j], 'MAXLEN', '~', cap, '*', 'kind', kind, 'payload', payload)
-      if block == 0 then
-        if head > 0 then parts[#parts + 1] = '\n\n' end
-        parts[#parts + 1] = kind
-        parts[#parts + 1] = '\n'
-        parts[#parts + 1] = payload
-        block = #kind + 1 + #payload
-      end
-      parts[#parts + 1] = '\n'
-      parts[#parts + 1] = user
-      parts[#parts + 1] = ' '
-      parts[#parts + 1] = id
-      block = block + 2 + #user + #id
-    end
-  end
-  redis.call('EXPIRE', KEYS[k], 86400)
-  if block > 0 and size > 0 and size + block > 1048576 then
-    redis.call('PUBLISH', channel, table.concat(parts, '', 1, head))
-    local rest = {}
-    for i = head + 2, #parts do rest[#rest + 1] = parts[i] end
-    parts, size = rest, 0
-  end
-  size = size + block
-  a = a + 3 + n
-  k = k + 1 + n
-end
-if #parts > 0 then
-  redis.call('PUBLISH', channel, table.concat(parts))
-end
-",
-    )
-});
-
 /// Deliveries that follow each other with one dedup key, kind and payload: what one
 /// event brings its recipients.
-fn same_payload(deliveries: &[Delivery]) -> impl Iterator<Item = &[Delivery]> {
+pub(super) fn same_payload(deliveries: &[Delivery]) -> impl Iterator<Item = &[Delivery]> {
     deliveries
         .chunk_by(|a, b| a.dedup_key == b.dedup_key && a.kind == b.kind && a.payload == b.payload)
+}
+
+/// Whether Redis refused an XADD because the stream already has an entry at or after
+/// its id.
+fn is_appended_already(error: &redis::RedisError) -> bool {
+    error
+        .detail()
+        .is_some_and(|d| d.contains("equal or smaller than the target stream top item"))
 }
 
 /// A stream id `ms-seq` as a comparable pair.
@@ -102,10 +64,12 @@ fn parse_id(id: &str) -> Option<(u64, u64)> {
 }
 
 impl RedisLog {
-    /// Connects to Redis at `url`; every key starts with `prefix`.
+    /// Connects to Redis at `url`; every key starts with `prefix`, and the streams'
+    /// keys name `log_id`, the identity of the event log whose places their ids are.
     pub async fn connect(
         url: &SecretString,
         prefix: &str,
+        log_id: &str,
         timeout: Duration,
     ) -> Result<Self, LiveError> {
         let client = redis::Client::open(url.expose_secret())?;
@@ -115,49 +79,8 @@ impl RedisLog {
             client,
             conn,
             prefix: prefix.to_owned(),
+            log_id: log_id.to_owned(),
         })
-    }
-
-    /// Adds one script call delivering `parts` (each one payload's) to `pipe`.
-    fn call(&self, pipe: &mut redis::Pipeline, parts: &[&[Delivery]]) {
-        let keys: usize = parts.iter().map(|part| 1 + part.len()).sum();
-        let cmd = pipe.cmd("EVALSHA").arg(DELIVER.get_hash()).arg(keys);
-        for part in parts {
-            let first = &part[0];
-            cmd.arg(format!(
-                "{}recipients:{}:{}",
-                self.prefix,
-                first.kind.as_str(),
-                first.dedup_key
-            ));
-            for d in *part {
-                cmd.arg(self.stream(&d.user_id));
-            }
-        }
-        cmd.arg(RETAINED_PER_USER).arg(self.channel());
-        for part in parts {
-            let first = &part[0];
-            cmd.arg(first.kind.as_str())
-                .arg(&*first.payload)
-                .arg(part.len());
-            for d in *part {
-                cmd.arg(d.user_id.as_str());
-            }
-        }
-        cmd.ignore();
-    }
-
-    /// Runs a pipeline of delivery calls, loading the script if Redis lost it.
-    async fn send(&self, pipe: &redis::Pipeline) -> Result<(), LiveError> {
-        let mut conn = self.conn.clone();
-        match pipe.query_async::<()>(&mut conn).await {
-            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                DELIVER.load_async(&mut conn).await?;
-                pipe.query_async::<()>(&mut conn).await?;
-            }
-            done => done?,
-        }
-        Ok(())
     }
 
     fn channel(&self) -> String {
@@ -165,41 +88,76 @@ impl RedisLog {
     }
 
     fn stream(&self, user_id: &UserId) -> String {
-        format!("{}stream:{user_id}", self.prefix)
+        format!("{}stream:{}:{user_id}", self.prefix, self.log_id)
+    }
+
+    /// Appends what the feed delivers (deliveries with a place): each as the entry
+    /// `place-0` of its user's stream, in a pipeline without a script. Redis refuses
+    /// an id not above the stream's newest, and the feed delivers in the log's order,
+    /// so an event fed again appends nothing. Then publishes every entry, the refused
+    /// ones too: an earlier try may have appended them and lost its publish, and an
+    /// open stream skips what it has already had (its ids only grow).
+    async fn append_placed(&self, deliveries: &[Delivery]) -> Result<(), LiveError> {
+        let ids: Vec<String> = deliveries
+            .iter()
+            .map(|d| format!("{}-0", d.place.unwrap_or_default()))
+            .collect();
+        let mut conn = self.conn.clone();
+        for (part, ids) in deliveries.chunks(PIPELINE).zip(ids.chunks(PIPELINE)) {
+            let mut pipe = redis::pipe();
+            for (d, id) in part.iter().zip(ids) {
+                pipe.cmd("XADD")
+                    .arg(self.stream(&d.user_id))
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(RETAINED_PER_USER)
+                    .arg(id)
+                    .arg("kind")
+                    .arg(d.kind.as_str())
+                    .arg("payload")
+                    .arg(&*d.payload);
+            }
+            let replies: Vec<redis::RedisResult<redis::Value>> =
+                pipe.ignore_errors().query_async(&mut conn).await?;
+            for reply in replies {
+                match reply {
+                    Err(e) if !is_appended_already(&e) => return Err(e.into()),
+                    _ => {}
+                }
+            }
+        }
+        let mut at = 0;
+        let blocks = same_payload(deliveries).map(|group| {
+            let ids = &ids[at..at + group.len()];
+            at += group.len();
+            let entries = group.iter().zip(ids);
+            Wire::block(
+                group[0].kind,
+                &group[0].payload,
+                entries.map(|(d, id)| (d.user_id.as_str(), id.as_str())),
+            )
+        });
+        let mut pipe = redis::pipe();
+        for message in wire::join_blocks(blocks) {
+            pipe.cmd("PUBLISH")
+                .arg(self.channel())
+                .arg(message)
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut conn).await?;
+        Ok(())
     }
 }
 
 #[async_trait]
 impl StreamLog for RedisLog {
     async fn append(&self, deliveries: &[Delivery]) -> Result<Vec<LiveEvent>, LiveError> {
-        // Script calls of up to `CALL` deliveries (the payloads of many events, or
-        // one payload's part), a pipeline of such calls per round trip. Each call is
-        // atomic on its own; running a pipeline again (after NOSCRIPT, when Redis lost
-        // its scripts) delivers nothing twice.
-        let mut pipe = redis::pipe();
-        let (mut call, mut in_call, mut piped) = (Vec::new(), 0, 0);
-        for group in same_payload(deliveries) {
-            for part in group.chunks(CALL) {
-                if in_call + part.len() > CALL {
-                    self.call(&mut pipe, &std::mem::take(&mut call));
-                    in_call = 0;
-                }
-                call.push(part);
-                in_call += part.len();
-                piped += part.len();
-                if piped >= PIPELINE {
-                    self.call(&mut pipe, &std::mem::take(&mut call));
-                    self.send(&pipe).await?;
-                    pipe.clear();
-                    (in_call, piped) = (0, 0);
-                }
+        for run in deliveries.chunk_by(|a, b| a.place.is_some() == b.place.is_some()) {
+            if run[0].place.is_some() {
+                self.append_placed(run).await?;
+            } else {
+                self.append_keyed(run).await?;
             }
-        }
-        if !call.is_empty() {
-            self.call(&mut pipe, &call);
-        }
-        if piped > 0 {
-            self.send(&pipe).await?;
         }
         // The channel brings every entry back, to this daemon too.
         Ok(Vec::new())
