@@ -94,9 +94,12 @@ impl RedisLog {
     /// Appends what the feed delivers (deliveries with a place): each as the entry
     /// `place-0` of its user's stream, in a pipeline without a script. Redis refuses
     /// an id not above the stream's newest, and the feed delivers in the log's order,
-    /// so an event fed again appends nothing. Then publishes every entry, the refused
-    /// ones too: an earlier try may have appended them and lost its publish, and an
-    /// open stream skips what it has already had (its ids only grow).
+    /// so an event fed again appends nothing. Each pipeline is a transaction (`MULTI`):
+    /// a command Redis refuses to queue (out of memory) aborts all of it, so no later
+    /// entry of a user goes in without an earlier one, which a refeed could then no
+    /// longer append. Then publishes every entry, the refused ones too: an earlier try
+    /// may have appended them and lost its publish, and an open stream skips what it
+    /// has already had (its ids only grow).
     async fn append_placed(&self, deliveries: &[Delivery]) -> Result<(), LiveError> {
         let ids: Vec<String> = deliveries
             .iter()
@@ -105,6 +108,7 @@ impl RedisLog {
         let mut conn = self.conn.clone();
         for (part, ids) in deliveries.chunks(PIPELINE).zip(ids.chunks(PIPELINE)) {
             let mut pipe = redis::pipe();
+            pipe.atomic();
             for (d, id) in part.iter().zip(ids) {
                 pipe.cmd("XADD")
                     .arg(self.stream(&d.user_id))
