@@ -16,6 +16,7 @@ use crate::live::{append, stream_log};
 for_each_backend!(
     an_event_fed_again_appends_nothing_and_unplaced_entries_keep_the_order,
     a_new_database_starts_its_streams_afresh,
+    an_event_to_more_users_than_one_redis_transaction_takes_reaches_each_once,
 );
 
 fn delivery(user: &OwnedUserId, place: Option<i64>, kind: StreamKind, body: &str) -> Delivery {
@@ -132,4 +133,36 @@ async fn a_new_database_starts_its_streams_afresh(backends: Backends) {
     .await;
     assert_eq!(bodies(&*new, &user).await.0, ["new"]);
     assert_eq!(bodies(&*old, &user).await.0, ["old"]);
+}
+
+/// One event fed to 600 users, more than one Redis transaction takes (250): each user's
+/// stream has it once, an open stream of the first and of the last part hears it, and
+/// feeding it again appends nothing.
+async fn an_event_to_more_users_than_one_redis_transaction_takes_reaches_each_once(
+    backends: Backends,
+) {
+    let provisioned = Provisioned::new(backends).await;
+    let log = stream_log(&provisioned).await;
+    let hub = Arc::new(Hub::default());
+    let stop = CancellationToken::new();
+    log.relay(hub.clone(), stop.clone()).await.expect("relay");
+    let tag = unique("wide");
+    let user = |n: usize| OwnedUserId::try_from(format!("@{tag}-{n}:localhost")).expect("id");
+    let mut heard = [0, 249, 250, 599].map(|n| (n, hub.subscribe(&user(n))));
+    let fed: Vec<Delivery> = (0..600)
+        .map(|n| delivery(&user(n), Some(3), StreamKind::Message, "wide"))
+        .collect();
+    append(&*log, &hub, &fed).await;
+    for (n, subscription) in &mut heard {
+        let received = tokio::time::timeout(Duration::from_secs(10), subscription.recv()).await;
+        let Ok(Ok(Signal::Event(event))) = received else {
+            panic!("user {n}: an entry, got {received:?}");
+        };
+        assert!(event.payload.contains("wide"), "user {n} hears it");
+    }
+    append(&*log, &hub, &fed).await;
+    for n in [0, 249, 250, 599] {
+        assert_eq!(bodies(&*log, &user(n)).await.0, ["wide"], "user {n}, once");
+    }
+    stop.cancel();
 }

@@ -8,6 +8,7 @@
 //! streams' keys name the event log's identity, so a new database, whose places start
 //! at 1 again, gets new streams.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,6 +38,9 @@ pub struct RedisLog {
 
 /// Deliveries sent to Redis in one pipeline.
 const PIPELINE: usize = 1000;
+/// The feed's entries appended (and published) in one transaction: each carries its
+/// payload, so fewer than [`PIPELINE`].
+const PLACED: usize = 250;
 
 /// Deliveries that follow each other with one dedup key, kind and payload: what one
 /// event brings its recipients.
@@ -92,26 +96,31 @@ impl RedisLog {
     }
 
     /// Appends what the feed delivers (deliveries with a place): each as the entry
-    /// `place-0` of its user's stream, in a pipeline without a script. Redis refuses
-    /// an id not above the stream's newest, and the feed delivers in the log's order,
-    /// so an event fed again appends nothing. Each pipeline is a transaction (`MULTI`):
-    /// a command Redis refuses to queue (out of memory) aborts all of it, so no later
-    /// entry of a user goes in without an earlier one, which a refeed could then no
-    /// longer append. Then publishes every entry, the refused ones too: an earlier try
-    /// may have appended them and lost its publish, and an open stream skips what it
-    /// has already had (its ids only grow).
+    /// `place-0` of its user's stream, without a script. Redis refuses an id not above
+    /// the stream's newest, and the feed delivers in the log's order, so an event fed
+    /// again appends nothing. [`PLACED`] entries at a time, in a transaction (`MULTI`)
+    /// with their publish: a command Redis refuses to queue (out of memory) keeps all
+    /// of it out, so no later entry of a user goes in without an earlier one, which a
+    /// refeed could then no longer append; and the streams are woken part by part, as
+    /// Redis appends. The publish names every entry, the refused ones too: an earlier
+    /// try may have appended them and lost its publish, and an open stream skips what
+    /// it has already had (its ids only grow).
     async fn append_placed(&self, deliveries: &[Delivery]) -> Result<(), LiveError> {
-        let ids: Vec<String> = deliveries
-            .iter()
-            .map(|d| format!("{}-0", d.place.unwrap_or_default()))
-            .collect();
         let mut conn = self.conn.clone();
-        for (part, ids) in deliveries.chunks(PIPELINE).zip(ids.chunks(PIPELINE)) {
+        let mut keys: HashMap<&UserId, String> = HashMap::new();
+        for part in deliveries.chunks(PLACED) {
+            let ids: Vec<String> = part
+                .iter()
+                .map(|d| format!("{}-0", d.place.unwrap_or_default()))
+                .collect();
             let mut pipe = redis::pipe();
             pipe.atomic();
-            for (d, id) in part.iter().zip(ids) {
+            for (d, id) in part.iter().zip(&ids) {
+                let key = keys
+                    .entry(&d.user_id)
+                    .or_insert_with(|| self.stream(&d.user_id));
                 pipe.cmd("XADD")
-                    .arg(self.stream(&d.user_id))
+                    .arg(key.as_str())
                     .arg("MAXLEN")
                     .arg("~")
                     .arg(RETAINED_PER_USER)
@@ -120,6 +129,20 @@ impl RedisLog {
                     .arg(d.kind.as_str())
                     .arg("payload")
                     .arg(&*d.payload);
+            }
+            let mut at = 0;
+            let blocks = same_payload(part).map(|group| {
+                let ids = &ids[at..at + group.len()];
+                at += group.len();
+                let entries = group.iter().zip(ids);
+                Wire::block(
+                    group[0].kind,
+                    &group[0].payload,
+                    entries.map(|(d, id)| (d.user_id.as_str(), id.as_str())),
+                )
+            });
+            for message in wire::join_blocks(blocks) {
+                pipe.cmd("PUBLISH").arg(self.channel()).arg(message);
             }
             let replies: Vec<redis::RedisResult<redis::Value>> =
                 pipe.ignore_errors().query_async(&mut conn).await?;
@@ -130,25 +153,6 @@ impl RedisLog {
                 }
             }
         }
-        let mut at = 0;
-        let blocks = same_payload(deliveries).map(|group| {
-            let ids = &ids[at..at + group.len()];
-            at += group.len();
-            let entries = group.iter().zip(ids);
-            Wire::block(
-                group[0].kind,
-                &group[0].payload,
-                entries.map(|(d, id)| (d.user_id.as_str(), id.as_str())),
-            )
-        });
-        let mut pipe = redis::pipe();
-        for message in wire::join_blocks(blocks) {
-            pipe.cmd("PUBLISH")
-                .arg(self.channel())
-                .arg(message)
-                .ignore();
-        }
-        pipe.query_async::<()>(&mut conn).await?;
         Ok(())
     }
 }
