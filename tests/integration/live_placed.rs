@@ -29,6 +29,18 @@ fn delivery(user: &OwnedUserId, place: Option<i64>, kind: StreamKind, body: &str
     }
 }
 
+/// A stream log on fresh backends, relaying to a hub of its own until `stop`.
+async fn relayed(
+    backends: Backends,
+) -> (Provisioned, Box<dyn StreamLog>, Arc<Hub>, CancellationToken) {
+    let provisioned = Provisioned::new(backends).await;
+    let log = stream_log(&provisioned).await;
+    let hub = Arc::new(Hub::default());
+    let stop = CancellationToken::new();
+    log.relay(hub.clone(), stop.clone()).await.expect("relay");
+    (provisioned, log, hub, stop)
+}
+
 /// The payloads' bodies of the user's stream, and whether its ids increase.
 async fn bodies(log: &dyn StreamLog, user: &OwnedUserId) -> (Vec<String>, bool) {
     let events = log.replay_all(user).await.expect("replay");
@@ -50,11 +62,7 @@ async fn bodies(log: &dyn StreamLog, user: &OwnedUserId) -> (Vec<String>, bool) 
 async fn an_event_fed_again_appends_nothing_and_unplaced_entries_keep_the_order(
     backends: Backends,
 ) {
-    let provisioned = Provisioned::new(backends).await;
-    let log = stream_log(&provisioned).await;
-    let hub = Arc::new(Hub::default());
-    let stop = CancellationToken::new();
-    log.relay(hub.clone(), stop.clone()).await.expect("relay");
+    let (_provisioned, log, hub, stop) = relayed(backends).await;
     let tag = unique("placed");
     let user = |n: usize| OwnedUserId::try_from(format!("@{tag}-{n}:localhost")).expect("id");
     let (alice, bob) = (user(0), user(1));
@@ -141,11 +149,7 @@ async fn a_new_database_starts_its_streams_afresh(backends: Backends) {
 async fn an_event_to_more_users_than_one_redis_transaction_takes_reaches_each_once(
     backends: Backends,
 ) {
-    let provisioned = Provisioned::new(backends).await;
-    let log = stream_log(&provisioned).await;
-    let hub = Arc::new(Hub::default());
-    let stop = CancellationToken::new();
-    log.relay(hub.clone(), stop.clone()).await.expect("relay");
+    let (_provisioned, log, hub, stop) = relayed(backends).await;
     let tag = unique("wide");
     let user = |n: usize| OwnedUserId::try_from(format!("@{tag}-{n}:localhost")).expect("id");
     let mut heard = [0, 249, 250, 599].map(|n| (n, hub.subscribe(&user(n))));
