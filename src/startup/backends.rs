@@ -50,7 +50,11 @@ impl Backends {
                         .await
                         .context("redis.url: cannot connect to Redis")?,
                 );
-                let log_id = stores.events.identity().await?;
+                let log_id = stores
+                    .events
+                    .identity()
+                    .await
+                    .context("database: cannot read the event log's identity")?;
                 let log = RedisLog::connect(url, prefix, &log_id, timeout)
                     .await
                     .context("redis.url: cannot connect to Redis")?;

@@ -116,9 +116,7 @@ impl Recent {
     pub(super) fn settle(&self, mark: Mark) {
         let mut inner = self.inner();
         if let Some(newest) = mark.newest {
-            let kept = inner.events.split_off(&(newest + 1));
-            let fed = std::mem::replace(&mut inner.events, kept);
-            inner.bytes -= fed.values().map(size).sum::<usize>();
+            inner.drop_before(newest + 1);
         }
         if self.alone && inner.losses == mark.losses {
             inner.complete = true;
@@ -160,9 +158,7 @@ impl Recent {
         {
             let mut inner = self.inner();
             if let Some(&first) = seqs.first() {
-                let kept = inner.events.split_off(&first);
-                let dropped = std::mem::replace(&mut inner.events, kept);
-                inner.bytes -= dropped.values().map(size).sum::<usize>();
+                inner.drop_before(first);
             }
             for &seq in seqs {
                 match inner.events.remove(&seq) {
@@ -183,6 +179,13 @@ impl Recent {
 }
 
 impl Inner {
+    /// Drops what is kept below `seq`.
+    fn drop_before(&mut self, seq: i64) {
+        let kept = self.events.split_off(&seq);
+        let dropped = std::mem::replace(&mut self.events, kept);
+        self.bytes -= dropped.values().map(size).sum::<usize>();
+    }
+
     fn lose(&mut self) {
         self.complete = false;
         self.losses += 1;
