@@ -190,6 +190,18 @@ impl Cache for MemoryCache {
             .is_some())
     }
 
+    async fn expire_if(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, CacheError> {
+        let now = Instant::now();
+        let mut entries = self.lock();
+        Ok(match entries.live(key, now) {
+            Some(entry) if matches!(&entry.value, Value::Bytes(v) if v == value) => {
+                entry.expires = now + ttl;
+                true
+            }
+            _ => false,
+        })
+    }
+
     async fn set_add(&self, key: &str, member: &str, ttl: Duration) -> Result<(), CacheError> {
         let now = Instant::now();
         let mut entries = self.lock();

@@ -61,6 +61,10 @@ pub trait Cache: Send + Sync + 'static {
     /// Sets `key`'s time to live; false if the key does not exist.
     async fn expire(&self, key: &str, ttl: Duration) -> Result<bool, CacheError>;
 
+    /// Sets `key`'s time to live only if it holds `value` (atomically); false if it
+    /// does not (it expired, or holds another value).
+    async fn expire_if(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, CacheError>;
+
     /// Adds `member` to the set at `key` and sets the set's time to live.
     async fn set_add(&self, key: &str, member: &str, ttl: Duration) -> Result<(), CacheError>;
 

@@ -46,6 +46,12 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 ";
 
+/// PEXPIRE if the value matches.
+const EXPIRE_IF: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+";
+
 /// Commands and reconnects bounded by `timeout`: with Redis down a request fails
 /// within about that long instead of retrying for seconds.
 pub fn manager_config(timeout: Duration) -> redis::aio::ConnectionManagerConfig {
@@ -169,6 +175,17 @@ impl Cache for RedisCache {
     async fn expire(&self, key: &str, ttl: Duration) -> Result<bool, CacheError> {
         let mut conn = self.conn.clone();
         Ok(conn.pexpire(self.key(key), millis(ttl)).await?)
+    }
+
+    async fn expire_if(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, CacheError> {
+        let mut conn = self.conn.clone();
+        let renewed: u64 = redis::Script::new(EXPIRE_IF)
+            .key(self.key(key))
+            .arg(value)
+            .arg(millis(ttl))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(renewed == 1)
     }
 
     async fn set_add(&self, key: &str, member: &str, ttl: Duration) -> Result<(), CacheError> {

@@ -471,6 +471,41 @@ async fn cache_keeps_its_promises(backends: Backends) {
         "an expired key is free again"
     );
 
+    // A lease: only its holder renews or deletes it.
+    cache.put("lease", b"me", long).await.expect("put");
+    for (what, done) in [
+        ("renew", cache.expire_if("lease", b"other", long).await),
+        ("delete", cache.delete_if("lease", b"other").await),
+        (
+            "renew a missing key",
+            cache.expire_if("none", b"me", long).await,
+        ),
+    ] {
+        assert!(!done.expect(what), "{what}: not another's");
+    }
+    assert_eq!(
+        cache.get("lease").await.expect("get").as_deref(),
+        Some(&b"me"[..])
+    );
+    let short = Duration::from_millis(150);
+    assert!(cache.expire_if("lease", b"me", short).await.expect("renew"));
+    wait_until(
+        "the renewed lease runs out",
+        Duration::from_secs(5),
+        || async {
+            cache
+                .get("lease")
+                .await
+                .expect("get")
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    cache.put("lease", b"me", long).await.expect("put");
+    assert!(cache.delete_if("lease", b"me").await.expect("delete"));
+    assert_eq!(cache.get("lease").await.expect("get"), None);
+
     for expected in 1..=3 {
         let (count, left) = cache.hit("hits", long).await.expect("hit");
         assert_eq!(count, expected);

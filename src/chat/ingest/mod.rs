@@ -46,6 +46,10 @@ pub enum FeedError {
     Live(#[from] LiveError),
     #[error("cannot encode a stream payload: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error(
+        "the feeder's lease ran out and another daemon's feeder holds it; that one feeds the rest"
+    )]
+    LeaseLost,
 }
 
 /// Events read from the log per round.
@@ -282,27 +286,46 @@ impl Ingest {
                 }
                 // Filling a room delivers more than a round should hold: write what
                 // is held and go on (the round is marked fed only at its end).
-                if round.is_full()
-                    && let Err(error) = self.flush(&mut round).await
-                {
-                    failure = Some(error);
-                    break;
+                if round.is_full() {
+                    if let Err(error) = self.flush(&mut round).await {
+                        failure = Some(error);
+                        break;
+                    }
+                    self.renew().await?;
                 }
             }
             // Keep the progress made, even when an event stops the batch.
             let delivered = self.flush(&mut round).await;
+            self.renew().await?;
             self.events.mark_fed(&round.applied).await?;
             self.recent.fed(&round.applied);
             // Fed: their failures are over (`applied` is the batch's first events). An
             // event whose delivery fails keeps its first failure's time until then.
             self.forget_failures(records.iter().take(round.applied.len()));
             metrics::counter!("chatsender_events_fed_total").increment(round.applied.len() as u64);
-            self.cache.expire(LEASE_KEY, LEASE_TTL).await?;
             done += round.applied.len();
             if let Some(error) = failure.or(delivered.err()) {
                 return Err(error);
             }
         }
+    }
+
+    /// Renews this feeder's lease after each write of deliveries, so that it lasts
+    /// while the feeder works. One that ran out while nobody else took it is taken
+    /// again. One another daemon's feeder took (this one was stuck past
+    /// [`LEASE_TTL`]) stops this feed before it marks anything fed or writes on: the
+    /// new holder feeds the round again, which delivers nothing twice.
+    async fn renew(&self) -> Result<(), FeedError> {
+        let holder = self.holder.as_bytes();
+        if self.cache.expire_if(LEASE_KEY, holder, LEASE_TTL).await?
+            || self
+                .cache
+                .put_if_absent(LEASE_KEY, holder, LEASE_TTL)
+                .await?
+        {
+            return Ok(());
+        }
+        Err(FeedError::LeaseLost)
     }
 
     fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<OwnedEventId, Instant>> {

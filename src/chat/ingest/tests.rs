@@ -12,6 +12,7 @@ use super::*;
 mod durability;
 mod failures;
 mod large_rooms;
+mod lease;
 mod queue;
 mod watched;
 use crate::cache::MemoryCache;

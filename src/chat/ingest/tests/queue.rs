@@ -11,7 +11,7 @@ async fn settled(store: &Arc<MemoryStore>) -> (Arc<WatchedLog>, Arc<Ingest>) {
     settled_over(store, live, Arc::default()).await
 }
 
-async fn settled_over(
+pub(super) async fn settled_over(
     store: &Arc<MemoryStore>,
     live: Arc<GatedLog>,
     cache: Arc<MemoryCache>,
