@@ -311,17 +311,21 @@ impl Ingest {
     }
 
     /// Renews this feeder's lease after each write of deliveries, so that it lasts
-    /// while the feeder works. One that ran out while nobody else took it is taken
-    /// again. One another daemon's feeder took (this one was stuck past
-    /// [`LEASE_TTL`]) stops this feed before it marks anything fed or writes on: the
-    /// new holder feeds the round again, which delivers nothing twice.
+    /// while the feeder works. One that ran out while no other feeder ran is taken
+    /// again. If another daemon's feeder took it (this one was stuck past
+    /// [`LEASE_TTL`]), this feed stops before it marks anything fed or writes on: the
+    /// other feeds the round again, which delivers nothing twice, and this one's view
+    /// of the members is dropped at its next start.
     async fn renew(&self) -> Result<(), FeedError> {
         let holder = self.holder.as_bytes();
-        if self.cache.expire_if(LEASE_KEY, holder, LEASE_TTL).await?
-            || self
-                .cache
-                .put_if_absent(LEASE_KEY, holder, LEASE_TTL)
-                .await?
+        if self.cache.expire_if(LEASE_KEY, holder, LEASE_TTL).await? {
+            return Ok(());
+        }
+        if self
+            .cache
+            .put_if_absent(LEASE_KEY, holder, LEASE_TTL)
+            .await?
+            && self.cache.get(LAST_FEEDER_KEY).await?.as_deref() == Some(holder)
         {
             return Ok(());
         }

@@ -1,5 +1,5 @@
 //! One feeder at a time: a feeder renews its lease as it works and stops once another
-//! daemon's feeder holds it.
+//! daemon's feeder has held it.
 
 use super::queue::settled_over;
 use super::*;
@@ -20,69 +20,95 @@ async fn messages(store: &MemoryStore, who: &str) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn a_feeder_whose_lease_was_taken_leaves_the_rest_to_the_new_holder() {
+/// A feed of two rounds of messages, stuck in the first round's delivery: what the
+/// test does to the lease meanwhile (`meanwhile`), then the feed's outcome and the
+/// messages' ids.
+async fn stuck_feed(
+    meanwhile: impl AsyncFnOnce(&MemoryCache),
+) -> (
+    Result<usize, FeedError>,
+    Vec<String>,
+    Arc<MemoryStore>,
+    Arc<Ingest>,
+) {
     let store = Arc::new(MemoryStore::default());
     // One append through (the setup's join), then the next waits.
     let live = GatedLog::new(&store, 1, GatedLog::open());
     let cache = Arc::new(MemoryCache::default());
     let (_log, ingest) = settled_over(&store, live.clone(), cache.clone()).await;
-    // Two rounds of feeding.
     let ids: Vec<String> = (0..=BATCH).map(|i| format!("$m{i}")).collect();
     let events: Vec<_> = ids.iter().map(|id| text(id, "carol", "hi")).collect();
     ingest
         .record("2", [2; 32], &events, NONE)
         .await
         .expect("record");
-
-    // The first round's delivery is stuck past the lease, which another daemon's
-    // feeder takes.
     let feed = feed_until_appending(&ingest, &live, 2).await;
-    cache.delete(LEASE_KEY).await.expect("run out");
-    assert!(
-        cache
-            .put_if_absent(LEASE_KEY, b"another feeder", LEASE_TTL)
-            .await
-            .expect("take")
-    );
+    cache.delete(LEASE_KEY).await.expect("the lease runs out");
+    meanwhile(&cache).await;
     live.before.add_permits(GatedLog::open());
-    let stopped = feed.await.expect("task");
+    (feed.await.expect("task"), ids, store, ingest)
+}
+
+/// The feed stopped with the first round written and nothing marked fed; fed again,
+/// every message is delivered once.
+async fn left_to_the_next(
+    stopped: Result<usize, FeedError>,
+    ids: &[String],
+    store: &MemoryStore,
+    ingest: &Ingest,
+) {
     assert!(
         matches!(stopped, Err(FeedError::LeaseLost)),
         "the feed stops: {stopped:?}"
     );
-    // What was under way went out; nothing was marked fed, nor written after.
     let first_round = usize::try_from(BATCH).expect("batch");
-    assert_eq!(messages(&store, "cs_alice").await, ids[..first_round]);
+    assert_eq!(messages(store, "cs_alice").await, ids[..first_round]);
     let pending = store.pending(2 * BATCH).await.expect("pending");
     assert_eq!(pending.len(), ids.len(), "all still to feed");
 
-    // The new holder feeds every event, delivering each once.
-    assert!(
-        cache
-            .delete_if(LEASE_KEY, b"another feeder")
-            .await
-            .expect("release")
-    );
     assert_eq!(ingest.run_pending().await.expect("feed"), ids.len());
-    assert_eq!(messages(&store, "cs_alice").await, ids);
+    assert_eq!(messages(store, "cs_alice").await, ids);
 }
 
 #[tokio::test]
-async fn a_lease_that_ran_out_with_nobody_taking_it_is_taken_again() {
-    let store = Arc::new(MemoryStore::default());
-    let live = GatedLog::new(&store, 1, GatedLog::open());
-    let cache = Arc::new(MemoryCache::default());
-    let (_log, ingest) = settled_over(&store, live.clone(), cache.clone()).await;
-    ingest
-        .record("2", [2; 32], &[text("$m", "carol", "hi")], NONE)
-        .await
-        .expect("record");
+async fn a_feeder_whose_lease_another_took_leaves_the_rest_to_it() {
+    let (stopped, ids, store, ingest) = stuck_feed(async |cache| {
+        let other = b"another feeder";
+        assert!(
+            cache
+                .put_if_absent(LEASE_KEY, other, LEASE_TTL)
+                .await
+                .expect("take")
+        );
+    })
+    .await;
+    // Its own release at its end left the other's lease alone.
+    assert_eq!(
+        ingest.cache.get(LEASE_KEY).await.expect("get").as_deref(),
+        Some(&b"another feeder"[..])
+    );
+    ingest.cache.delete(LEASE_KEY).await.expect("released");
+    left_to_the_next(stopped, &ids, &store, &ingest).await;
+}
 
-    let feed = feed_until_appending(&ingest, &live, 2).await;
-    cache.delete(LEASE_KEY).await.expect("run out");
-    live.before.add_permits(GatedLog::open());
-    assert_eq!(feed.await.expect("task").expect("feed"), 1);
-    assert_eq!(messages(&store, "cs_alice").await, ["$m"]);
+#[tokio::test]
+async fn a_feeder_stops_when_another_fed_while_its_lease_was_out() {
+    // The other feeder took the lease, fed and let it go.
+    let (stopped, ids, store, ingest) = stuck_feed(async |cache| {
+        let other = b"another feeder";
+        cache
+            .put(LAST_FEEDER_KEY, other, LAST_FEEDER_TTL)
+            .await
+            .expect("put");
+    })
+    .await;
+    left_to_the_next(stopped, &ids, &store, &ingest).await;
+}
+
+#[tokio::test]
+async fn a_lease_that_ran_out_with_no_other_feeder_is_taken_again() {
+    let (fed, ids, store, _) = stuck_feed(async |_| {}).await;
+    assert_eq!(fed.expect("feed"), ids.len());
+    assert_eq!(messages(&store, "cs_alice").await, ids);
     assert!(store.pending(10).await.expect("pending").is_empty(), "fed");
 }
