@@ -129,7 +129,7 @@ fn ingest(store: &Arc<MemoryStore>, log: Arc<dyn StreamLog>, give_up: Duration) 
 /// What a user's stream holds: messages by event id, memberships by user.
 async fn stream(store: &MemoryStore, who: &str) -> Vec<String> {
     let entries = store
-        .entries_after(&user(who), 0, 100)
+        .entries_after(&user(who), 0, 10_000)
         .await
         .expect("entries");
     entries

@@ -6,18 +6,9 @@ use super::*;
 
 /// The messages in `who`'s stream, by event id, in order.
 async fn messages(store: &MemoryStore, who: &str) -> Vec<String> {
-    let entries = store
-        .entries_after(&user(who), 0, 10_000)
-        .await
-        .expect("entries");
-    entries
-        .into_iter()
-        .filter(|e| e.kind == "message")
-        .map(|e| {
-            let payload: Value = serde_json::from_str(&e.payload).expect("json");
-            payload["event_id"].as_str().unwrap_or("-").to_owned()
-        })
-        .collect()
+    let entries = stream(store, who).await;
+    let ids = entries.iter().filter_map(|e| e.strip_prefix("message "));
+    ids.map(str::to_owned).collect()
 }
 
 /// A feed of two rounds of messages, stuck in the first round's delivery: what the
