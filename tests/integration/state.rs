@@ -481,7 +481,7 @@ async fn cache_keeps_its_promises(backends: Backends) {
             cache.expire_if("none", b"me", long).await,
         ),
     ] {
-        assert!(!done.expect(what), "{what}: not another's");
+        assert!(!done.expect(what), "{what}: refused");
     }
     assert_eq!(
         cache.get("lease").await.expect("get").as_deref(),
