@@ -421,6 +421,34 @@ def table(results):
         print()
         for peer, eps in peers.items():
             print(f"ChatSender SQLite (members) / {peer}: {ours / eps:.2f}×")
+    bounds(get, base)
+
+
+def bounds(get, base):
+    # At c=1 the next transaction comes only after the 200, which waits for a durable
+    # write: no recorder does better than the bare server's work and then one bare
+    # table's write, one after the other. Where that bound is under a goal, the goal is
+    # out of this machine's reach for any durable design.
+    lines = []
+    for store, goal, unit in [("SQLite", 0.40, "of bare"), ("MariaDB", 50_000, "events/s")]:
+        bare = get(f"floor {store}, one bare table", "events_per_sec")
+        ours = get(f"ingest ChatSender {store}{'+Redis' if store == 'MariaDB' else ''}, members c=1",
+                   "events_per_sec")
+        if not (base and bare and ours):
+            continue
+        bound = 1 / (1 / base + 1 / bare)
+        if unit == "of bare":
+            bound, ours, shown = bound / base, ours / base, lambda v: f"{v:.1%} of bare"
+        else:
+            shown = lambda v: f"{v:,.0f} events/s"
+        reach = "within reach of one bare table" if bound >= goal else "out of reach on this machine for any durable recorder"
+        lines.append(f"{store} ingest, c=1: goal {shown(goal)}; the bound (bare server's work, then one bare "
+                     f"table) {shown(bound)}: {reach}; ChatSender {shown(ours)}")
+    if lines:
+        print()
+        print("Ingest goals against this run's bounds:")
+        for line in lines:
+            print(f"  {line}")
 
 
 def main():
