@@ -1,5 +1,6 @@
 //! The Redis cache of production: shared by every daemon.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -31,26 +32,38 @@ impl From<redis::RedisError> for CacheError {
 }
 
 /// INCR that starts the window's expiry on the first hit; returns (count, ms left).
-const HIT_SCRIPT: &str = r"
+static HIT_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
 local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return {n, redis.call('PTTL', KEYS[1])}
-";
+",
+    )
+});
 
 /// Keys read by one MGET: a reply of a few hundred values keeps Redis responsive.
 const MGET_CHUNK: usize = 500;
 
 /// DEL if the value matches.
-const DELETE_IF: &str = r"
+static DELETE_IF: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
-";
+",
+    )
+});
 
 /// PEXPIRE if the value matches.
-const EXPIRE_IF: &str = r"
+static EXPIRE_IF: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
-";
+",
+    )
+});
 
 /// Commands and reconnects bounded by `timeout`: with Redis down a request fails
 /// within about that long instead of retrying for seconds.
@@ -164,7 +177,7 @@ impl Cache for RedisCache {
 
     async fn delete_if(&self, key: &str, value: &[u8]) -> Result<bool, CacheError> {
         let mut conn = self.conn.clone();
-        let deleted: u64 = redis::Script::new(DELETE_IF)
+        let deleted: u64 = DELETE_IF
             .key(self.key(key))
             .arg(value)
             .invoke_async(&mut conn)
@@ -179,7 +192,7 @@ impl Cache for RedisCache {
 
     async fn expire_if(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, CacheError> {
         let mut conn = self.conn.clone();
-        let renewed: u64 = redis::Script::new(EXPIRE_IF)
+        let renewed: u64 = EXPIRE_IF
             .key(self.key(key))
             .arg(value)
             .arg(millis(ttl))
@@ -216,7 +229,7 @@ impl Cache for RedisCache {
     async fn hit(&self, key: &str, window: Duration) -> Result<(u64, Duration), CacheError> {
         let mut conn = self.conn.clone();
         let ms = millis(window);
-        let (count, left): (u64, i64) = redis::Script::new(HIT_SCRIPT)
+        let (count, left): (u64, i64) = HIT_SCRIPT
             .key(self.key(key))
             .arg(ms)
             .invoke_async(&mut conn)
