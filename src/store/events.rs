@@ -147,21 +147,9 @@ where
             .map(|(i, e)| (e.event_id.as_str(), i))
             .collect();
         'tries: for &numbered in sql::numberings::<DB>() {
-            let mut tx = self.begin_recording().await?;
-            // The first statement writes, so SQLite takes its write lock before
-            // anything is read.
-            let inserted = sqlx::query(Self::insert_ignore(
-                "INTO appservice_transactions (txn_id, body_sha256, received_at, event_count) \
-                 VALUES (?, ?, ?, ?)",
-            ))
-            .bind(txn.txn_id.as_str())
-            .bind(&txn.body_sha256[..])
-            .bind(now)
-            .bind(i64::try_from(txn.events.len()).unwrap_or(i64::MAX))
-            .execute(&mut *tx)
-            .await?;
-            if DB::rows_affected(&inserted) == 0 {
-                tx.rollback().await?;
+            let (mut recording, mut new_txn) = self.begin_recording(txn, now).await?;
+            if new_txn == Some(false) {
+                recording.rollback().await?;
                 return Ok(TransactionOutcome::Duplicate);
             }
             // One multi-row statement per chunk: a transaction is one round trip or
@@ -184,9 +172,10 @@ where
                         .push_bind(now)
                         .push_bind(i64::from(event.is_message()));
                 });
-                let returning = "seq, event_id";
-                let added = sql::insert_numbered(&mut *tx, query, chunk.len(), numbered, returning);
-                let rows: Vec<(i64, String)> = match added.await? {
+                let returning = format!("seq, event_id, {}", DB::RECORDING_STATE);
+                let conn = recording.conn();
+                let added = sql::insert_numbered(conn, query, chunk.len(), numbered, &returning);
+                let rows: Vec<(i64, String, i64)> = match added.await? {
                     // Every event went in: the chunk's, in order.
                     Added::All { first } => {
                         new.extend((first..).zip(n * CHUNK..n * CHUNK + chunk.len()));
@@ -194,17 +183,33 @@ where
                     }
                     Added::These(rows) => rows,
                     Added::Unnumbered => {
-                        tx.rollback().await?;
+                        recording.rollback().await?;
                         continue 'tries;
                     }
                 };
-                for (seq, event_id) in rows {
+                if let (None, Some(&(_, _, state))) = (new_txn, rows.first()) {
+                    new_txn = Some(sql::recording_state(state)?);
+                }
+                for (seq, event_id, _) in rows {
                     let at = index.get(event_id.as_str()).copied();
                     new.push((seq, at.ok_or_else(|| sql::corrupt("event_id", event_id))?));
                 }
             }
+            // No event was new, so the insert did not say what the recording's start
+            // found.
+            if new_txn.is_none() {
+                let state = sqlx::AssertSqlSafe(format!("SELECT {}", DB::RECORDING_STATE));
+                let (state,): (i64,) = sqlx::query_as(state).fetch_one(recording.conn()).await?;
+                new_txn = Some(sql::recording_state(state)?);
+            }
+            if new_txn == Some(false) {
+                // Its events' insert may have added some again (the retention pruned
+                // them): the rollback takes them back.
+                recording.rollback().await?;
+                return Ok(TransactionOutcome::Duplicate);
+            }
             // The new places are above the feed's progress: nothing to queue.
-            tx.commit().await?;
+            recording.commit().await?;
             new.sort_unstable();
             return Ok(TransactionOutcome::Recorded { new });
         }

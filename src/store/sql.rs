@@ -16,9 +16,10 @@
 
 use std::path::PathBuf;
 
-use sqlx::{Database, Executor, FromRow, IntoArguments, Pool, QueryBuilder, Transaction};
+use sqlx::pool::PoolConnection;
+use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, QueryBuilder, Type};
 
-use super::StoreError;
+use super::{IncomingTransaction, StoreError};
 
 /// How a backend's SQL differs.
 pub trait Dialect: Database {
@@ -33,12 +34,28 @@ pub trait Dialect: Database {
     /// rows, so MariaDB reads them back with `RETURNING`.
     const NUMBERS_INSERTS_IN_ORDER: bool;
 
-    /// What a recording says first in its transaction so that no other recording can
-    /// take a place in the event log until it has committed: the log's rows then commit
-    /// in the order of their places (see [`Dialect::MARK_FED_THROUGH`]). MariaDB locks
-    /// the one row of `event_log_writer` (InnoDB releases it once the commit is
-    /// visible). `None` for SQLite, whose first write takes its one write lock.
-    const LOCK_EVENT_LOG: Option<&'static str>;
+    /// The one command that begins a recording, or `None` for `BEGIN` and then the
+    /// transaction's row in a statement of its own (SQLite: its first write takes its
+    /// one write lock, and no other recording can take a place in the log until this
+    /// one has committed).
+    ///
+    /// MariaDB's, in one round trip where four were (on a network each costs about as
+    /// much as a statement's work): it begins the transaction; takes the event log's
+    /// lock, the one row of `event_log_writer` (InnoDB releases it once the commit is
+    /// visible), so that the log's rows commit in the order of their places (see
+    /// [`Dialect::MARK_FED_THROUGH`]); adds the transaction's row; and leaves what it
+    /// found in `@chatsender_recording` ([`recording_state`]). The values go in as
+    /// hexadecimal and decimal literals, which nothing can escape.
+    fn begin_recording(
+        txn_id: &str,
+        body_sha256: &[u8; 32],
+        received_at: i64,
+        events: i64,
+    ) -> Option<String>;
+    /// What a recording's insert of events returns besides each new event's place and
+    /// id, for [`recording_state`]: MariaDB's `@chatsender_recording`; on SQLite, which
+    /// knows it from the transaction's row, [`RECORDING_NEW`].
+    const RECORDING_STATE: &'static str;
     /// Raises the feed's progress (`feed_progress.fed_through`: every event up to that
     /// place in the log is fed) to the place bound. Recordings commit the log's rows in
     /// the order of their places ([`Dialect::LOCK_EVENT_LOG`]), so no event commits
@@ -56,7 +73,7 @@ impl Dialect for sqlx::Sqlite {
     const BACKEND: &'static str = "sqlite";
     const INSERT_IGNORE: &'static str = "INSERT OR IGNORE";
     const NUMBERS_INSERTS_IN_ORDER: bool = true;
-    const LOCK_EVENT_LOG: Option<&'static str> = None;
+    const RECORDING_STATE: &'static str = "3";
     const MARK_FED_THROUGH: &'static str =
         "UPDATE feed_progress SET fed_through = MAX(fed_through, ?)";
 
@@ -67,14 +84,17 @@ impl Dialect for sqlx::Sqlite {
     fn last_insert_id(result: &Self::QueryResult) -> i64 {
         result.last_insert_rowid()
     }
+
+    fn begin_recording(_: &str, _: &[u8; 32], _: i64, _: i64) -> Option<String> {
+        None
+    }
 }
 
 impl Dialect for sqlx::MySql {
     const BACKEND: &'static str = "mysql";
     const INSERT_IGNORE: &'static str = "INSERT IGNORE";
     const NUMBERS_INSERTS_IN_ORDER: bool = false;
-    const LOCK_EVENT_LOG: Option<&'static str> =
-        Some("SELECT only_row FROM event_log_writer WHERE only_row = 0 FOR UPDATE");
+    const RECORDING_STATE: &'static str = "CAST(@chatsender_recording AS SIGNED)";
     const MARK_FED_THROUGH: &'static str =
         "UPDATE feed_progress SET fed_through = GREATEST(fed_through, ?)";
 
@@ -85,6 +105,26 @@ impl Dialect for sqlx::MySql {
     fn last_insert_id(result: &Self::QueryResult) -> i64 {
         // Ids stay far below 2^63.
         i64::try_from(result.last_insert_id()).unwrap_or(i64::MAX)
+    }
+
+    fn begin_recording(
+        txn_id: &str,
+        body_sha256: &[u8; 32],
+        received_at: i64,
+        events: i64,
+    ) -> Option<String> {
+        Some(format!(
+            "BEGIN; \
+             SET @chatsender_recording = 0; \
+             SELECT 2 INTO @chatsender_recording FROM event_log_writer \
+             WHERE only_row = 0 FOR UPDATE; \
+             INSERT IGNORE INTO appservice_transactions \
+             (txn_id, body_sha256, received_at, event_count) \
+             VALUES (X'{}', X'{}', {received_at}, {events}); \
+             SET @chatsender_recording = @chatsender_recording + ROW_COUNT()",
+            hex::encode(txn_id),
+            hex::encode(body_sha256),
+        ))
     }
 }
 
@@ -127,25 +167,40 @@ impl<DB: Dialect> SqlStore<DB> {
         }
     }
 
-    /// Begins a recording on `writer`, and takes the event log's lock
-    /// ([`Dialect::LOCK_EVENT_LOG`]) in it: a recording dropped while it waits for the
-    /// lock rolls back like any transaction, and leaves no lock behind. Its commit
-    /// survives a crash of the daemon; a power loss too once [`SqlStore::sync_log`]
-    /// returns (at once where the commit itself waited for the disk).
-    pub(super) async fn begin_recording(&self) -> Result<Transaction<'static, DB>, StoreError>
+    /// Begins a recording of `txn` on `writer`, with the event log's lock and the
+    /// transaction's row: whether the transaction is new, or `None` where the events'
+    /// insert tells ([`Dialect::RECORDING_STATE`]). Its commit survives a crash of the
+    /// daemon; a power loss too once [`SqlStore::sync_log`] returns (at once where the
+    /// commit itself waited for the disk).
+    pub(super) async fn begin_recording(
+        &self,
+        txn: &IncomingTransaction,
+        received_at: i64,
+    ) -> Result<(Recording<DB>, Option<bool>), StoreError>
     where
         for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
         DB::Arguments: IntoArguments<DB>,
+        for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+        for<'q> &'q [u8]: Encode<'q, DB> + Type<DB>,
+        for<'q> i64: Encode<'q, DB> + Type<DB>,
     {
-        let mut tx = self.writer.begin().await?;
-        if let Some(lock) = DB::LOCK_EVENT_LOG {
-            // Without its row the lock would be a gap lock, which does not keep
-            // another recording out.
-            if sqlx::query(lock).fetch_optional(&mut *tx).await?.is_none() {
-                return Err(corrupt("event_log_writer", "its one row is missing"));
-            }
+        let events = i64::try_from(txn.events.len()).unwrap_or(i64::MAX);
+        let (txn_id, hash) = (txn.txn_id.as_str(), &txn.body_sha256);
+        if let Some(begin) = DB::begin_recording(txn_id, hash, received_at, events) {
+            return Ok((Recording::begin(&self.writer, begin).await?, None));
         }
-        Ok(tx)
+        let mut recording = Recording::begin(&self.writer, "BEGIN".to_owned()).await?;
+        let inserted = sqlx::query(Self::insert_ignore(
+            "INTO appservice_transactions (txn_id, body_sha256, received_at, event_count) \
+             VALUES (?, ?, ?, ?)",
+        ))
+        .bind(txn_id)
+        .bind(&hash[..])
+        .bind(received_at)
+        .bind(events)
+        .execute(recording.conn())
+        .await?;
+        Ok((recording, Some(DB::rows_affected(&inserted) > 0)))
     }
 
     /// Makes every commit on `writer` so far survive a power loss: one `fdatasync` of
@@ -245,6 +300,73 @@ where
     }
     let first = last - i64::try_from(added).unwrap_or(i64::MAX) + 1;
     Ok(Added::All { first })
+}
+
+/// A recording's transaction on a connection of its own, begun and ended by hand (on
+/// MariaDB one command begins it and does more). Dropped before it ends (an error, or
+/// its future dropped), its connection is closed rather than given back to the pool:
+/// closing rolls the transaction back and frees its lock, where the pool would hand
+/// both to whoever asks next.
+pub(super) struct Recording<DB: Database> {
+    conn: PoolConnection<DB>,
+    ended: bool,
+}
+
+impl<DB: Database> Recording<DB>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    async fn begin(pool: &Pool<DB>, begin: String) -> Result<Self, StoreError> {
+        let mut recording = Self {
+            conn: pool.acquire().await?,
+            ended: false,
+        };
+        sqlx::raw_sql(sqlx::AssertSqlSafe(begin))
+            .execute(recording.conn())
+            .await?;
+        Ok(recording)
+    }
+
+    pub(super) fn conn(&mut self) -> &mut DB::Connection {
+        &mut self.conn
+    }
+
+    pub(super) async fn commit(self) -> Result<(), StoreError> {
+        self.end("COMMIT").await
+    }
+
+    pub(super) async fn rollback(self) -> Result<(), StoreError> {
+        self.end("ROLLBACK").await
+    }
+
+    async fn end(mut self, statement: &'static str) -> Result<(), StoreError> {
+        sqlx::raw_sql(statement).execute(self.conn()).await?;
+        self.ended = true;
+        Ok(())
+    }
+}
+
+impl<DB: Database> Drop for Recording<DB> {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.conn.close_on_drop();
+        }
+    }
+}
+
+/// [`Dialect::RECORDING_STATE`] of a new transaction's recording.
+pub(super) const RECORDING_NEW: i64 = 3;
+
+/// Whether a recording's transaction is new, from its [`Dialect::RECORDING_STATE`]: 2
+/// for the event log's lock, plus 1 for a new transaction's row. Without the lock's
+/// row (whose absence makes the lock a gap lock, which keeps no other recording out)
+/// recording stops rather than go on unordered.
+pub(super) fn recording_state(state: i64) -> Result<bool, StoreError> {
+    match state {
+        RECORDING_NEW => Ok(true),
+        2 => Ok(false),
+        _ => Err(corrupt("event_log_writer", "its one row is missing")),
+    }
 }
 
 /// A value read back that the database should never have held.

@@ -208,6 +208,49 @@ async fn store_records_each_transaction_and_event_once(backends: Backends) {
     assert_eq!(ids(&recorded), ids(&many));
     let seqs: Vec<i64> = new.iter().map(|(seq, _)| *seq).collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "increasing seqs");
+
+    // A transaction of no events (ephemeral data only) is recorded once too.
+    let empty = txn("4", 4, Vec::new());
+    let first = events.record_transaction(&empty).await.expect("record");
+    assert_eq!(first, TransactionOutcome::Recorded { new: Vec::new() });
+    let again = events.record_transaction(&empty).await.expect("record");
+    assert_eq!(again, TransactionOutcome::Duplicate);
+
+    // A redelivery records none of its events again, not even one gone from the log
+    // since (on MariaDB the events' insert comes before it is known a redelivery).
+    let gone = format!("DELETE FROM room_events WHERE event_id = '{}'", a.event_id);
+    execute(&provisioned, gone).await;
+    let again = events
+        .record_transaction(&txn("1", 1, vec![a.clone(), b.clone()]))
+        .await
+        .expect("record");
+    assert_eq!(again, TransactionOutcome::Duplicate);
+    let left = events.room_events(&room).await.expect("events");
+    assert_eq!(ids(&left), ids(&[b, c, d]), "a stays gone");
+}
+
+/// Runs one statement on the provisioned database.
+async fn execute(provisioned: &Provisioned, statement: String) {
+    use sqlx::Connection;
+    let statement = sqlx::AssertSqlSafe(statement);
+    match &provisioned.database {
+        DatabaseUrl::Sqlite(url) => {
+            let mut conn = sqlx::SqliteConnection::connect(url).await.expect("connect");
+            sqlx::raw_sql(statement)
+                .execute(&mut conn)
+                .await
+                .expect("execute");
+        }
+        DatabaseUrl::Mysql(url) => {
+            let mut conn = sqlx::MySqlConnection::connect(url.expose_secret())
+                .await
+                .expect("connect");
+            sqlx::raw_sql(statement)
+                .execute(&mut conn)
+                .await
+                .expect("execute");
+        }
+    }
 }
 
 /// Users, the room index and the user streams keep what the core relies on.
