@@ -39,7 +39,7 @@ pub trait Dialect: Database {
     /// one write lock, and no other recording can take a place in the log until this
     /// one has committed).
     ///
-    /// MariaDB's, in one round trip where four were (on a network each costs about as
+    /// MariaDB's, in one round trip where three were (on a network each costs about as
     /// much as a statement's work): it begins the transaction; takes the event log's
     /// lock, the one row of `event_log_writer` (InnoDB releases it once the commit is
     /// visible), so that the log's rows commit in the order of their places (see
@@ -58,7 +58,7 @@ pub trait Dialect: Database {
     const RECORDING_STATE: &'static str;
     /// Raises the feed's progress (`feed_progress.fed_through`: every event up to that
     /// place in the log is fed) to the place bound. Recordings commit the log's rows in
-    /// the order of their places ([`Dialect::LOCK_EVENT_LOG`]), so no event commits
+    /// the order of their places ([`Dialect::begin_recording`]), so no event commits
     /// below that number later; `feed_queue` is a view of the events above it.
     const MARK_FED_THROUGH: &'static str;
 

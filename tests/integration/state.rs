@@ -679,7 +679,7 @@ async fn recordings_commit_in_the_order_of_their_places(backends: Backends) {
     };
     let connect = || sqlx::MySqlConnection::connect(url.expose_secret());
     let room = OwnedRoomId::try_from("!r:localhost").expect("room id");
-    // The lock every recording takes first, as the daemon says it.
+    // The event log's lock: its one row, which every recording locks first.
     const LOCK: &str = "SELECT only_row FROM event_log_writer WHERE only_row = 0 FOR UPDATE";
     let lock = format!("BEGIN; {LOCK}");
     let txn = |n: u8| IncomingTransaction {
