@@ -496,19 +496,7 @@ async fn cache_keeps_its_promises(backends: Backends) {
         .put_if_absent("short", b"x", Duration::from_millis(150))
         .await
         .expect("put");
-    wait_until(
-        "a short-lived entry expires",
-        Duration::from_secs(5),
-        || async {
-            cache
-                .get("short")
-                .await
-                .expect("get")
-                .is_none()
-                .then_some(())
-        },
-    )
-    .await;
+    runs_out(&*cache, "short", "a short-lived entry expires").await;
     assert!(
         cache.put_if_absent("short", b"y", long).await.expect("put"),
         "an expired key is free again"
@@ -532,19 +520,7 @@ async fn cache_keeps_its_promises(backends: Backends) {
     );
     let short = Duration::from_millis(150);
     assert!(cache.expire_if("lease", b"me", short).await.expect("renew"));
-    wait_until(
-        "the renewed lease runs out",
-        Duration::from_secs(5),
-        || async {
-            cache
-                .get("lease")
-                .await
-                .expect("get")
-                .is_none()
-                .then_some(())
-        },
-    )
-    .await;
+    runs_out(&*cache, "lease", "the renewed lease runs out").await;
     cache.put("lease", b"me", long).await.expect("put");
     assert!(cache.delete_if("lease", b"me").await.expect("delete"));
     assert_eq!(cache.get("lease").await.expect("get"), None);
@@ -560,6 +536,12 @@ async fn cache_keeps_its_promises(backends: Backends) {
         1,
         "deleting resets the counter"
     );
+}
+
+/// Waits until `key` is gone from `cache` (its time to live ran out).
+async fn runs_out(cache: &dyn chatsender::cache::Cache, key: &str, what: &str) {
+    let gone = || async { cache.get(key).await.expect("get").is_none().then_some(()) };
+    wait_until(what, Duration::from_secs(5), gone).await;
 }
 
 /// A database of `backends` migrated to `version` only, holding `rows` (SQL said on
