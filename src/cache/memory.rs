@@ -13,6 +13,8 @@ use super::{Cache, CacheError};
 #[derive(Debug, Default)]
 pub struct MemoryCache {
     entries: Mutex<Entries>,
+    /// Whether it says it is shared ([`Cache::is_shared`]): a test's stand-in for Redis.
+    shared: bool,
 }
 
 #[derive(Debug)]
@@ -74,6 +76,16 @@ impl Entries {
 }
 
 impl MemoryCache {
+    /// A cache that says it is shared with other daemons, as Redis is, so that a test
+    /// takes the paths a daemon beside others takes.
+    #[cfg(test)]
+    pub fn shared() -> Self {
+        Self {
+            shared: true,
+            ..Self::default()
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
         // A panic while holding the lock leaves the map consistent (every update is
         // a single insert, remove or field write), so a poisoned lock is still usable.
@@ -94,7 +106,7 @@ impl Cache for MemoryCache {
     }
 
     fn is_shared(&self) -> bool {
-        false
+        self.shared
     }
 
     async fn health(&self) -> Result<(), CacheError> {

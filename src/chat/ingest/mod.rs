@@ -21,9 +21,12 @@ use tokio_util::sync::CancellationToken;
 
 mod apply;
 mod ephemeral;
+mod lease;
 mod members;
 mod recent;
 mod round;
+
+use lease::LINGER;
 
 use round::Round;
 
@@ -54,22 +57,17 @@ pub enum FeedError {
 
 /// Events read from the log per round.
 const BATCH: u32 = 1000;
-/// The cache key of the feeder's lease, and how long a lease lasts unrenewed: one
-/// feeder at a time across daemons, so events are applied in order.
-const LEASE_KEY: &str = "ingest-lease";
-const LEASE_TTL: Duration = Duration::from_secs(60);
-/// How long a feeder waits for another daemon's before leaving the work to it.
-const LEASE_WAIT: Duration = Duration::from_secs(5);
 /// How often the feeder looks for work nobody woke it for (another daemon's, a
 /// failed round's).
 const POLL: Duration = Duration::from_secs(5);
+/// The feed runs on the runtime that answers Synapse, which on a one-core server is
+/// one thread: it yields after this many events, so that a transaction that arrived
+/// meanwhile is parsed and sent to the store first, and the feed's work fills the time
+/// that recording waits for the database instead of coming before it.
+const YIELD_EVERY: usize = 8;
 /// Above this many joined members, a membership change is delivered to its target
 /// only (see [`Ingest::apply`]).
 pub const LARGE_ROOM: usize = 1000;
-/// The cache key naming the daemon whose feeder ran last.
-const LAST_FEEDER_KEY: &str = "ingest-last-feeder";
-const LAST_FEEDER_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
-
 /// Records transactions and feeds their events on.
 pub struct Ingest {
     events: Arc<dyn EventLog>,
@@ -83,8 +81,9 @@ pub struct Ingest {
     /// Ephemeral data received and not yet handed on (std mutex: never held across an
     /// await).
     ephemeral: Mutex<Vec<Ephemeral>>,
-    /// One feed at a time in this daemon.
-    running: tokio::sync::Mutex<()>,
+    /// One feed at a time in this daemon; true while this feeder keeps its lease
+    /// between feeds ([`Ingest::run`]).
+    running: tokio::sync::Mutex<bool>,
     /// This daemon's feeder, as named in the lease.
     holder: String,
     /// Who is in each room, as fed (valid while no other daemon's feeder ran).
@@ -118,7 +117,7 @@ impl Ingest {
             namespace,
             wake: Notify::new(),
             ephemeral: Mutex::default(),
-            running: tokio::sync::Mutex::new(()),
+            running: tokio::sync::Mutex::new(false),
             holder: crate::keys::encode_base64url(&rand::random::<[u8; 16]>()),
             members: members::Members::default(),
             recent,
@@ -189,8 +188,18 @@ impl Ingest {
     pub async fn run(&self, stop: CancellationToken) {
         loop {
             self.run_ephemeral().await;
-            if let Err(error) = self.run_pending().await {
+            if let Err(error) = self.feed_pending(true).await {
                 tracing::warn!(error = %error, "could not feed events; trying again");
+            }
+            // The lease is kept from one recording's feed to the next while they come
+            // within `LINGER`, then let go of for other daemons' feeders.
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = self.wake.notified() => continue,
+                () = tokio::time::sleep(LINGER) => {}
+            }
+            if let Err(error) = self.let_go().await {
+                tracing::warn!(error = %error, "could not let go of the feeder's lease");
             }
             tokio::select! {
                 () = stop.cancelled() => return,
@@ -208,54 +217,18 @@ impl Ingest {
     /// error, so one bad event cannot stop the feed for good while a passing outage
     /// loses nothing. It stays in the history.
     pub async fn run_pending(&self) -> Result<usize, FeedError> {
-        let _one_at_a_time = self.running.lock().await;
-        let holder = self.holder.as_bytes();
-        let started = Instant::now();
-        while !self
-            .cache
-            .put_if_absent(LEASE_KEY, holder, LEASE_TTL)
-            .await?
-        {
-            if started.elapsed() > LEASE_WAIT {
-                // Another daemon's feeder feeds what this one recorded: keep none of
-                // it in memory.
-                self.recent.clear();
-                return Ok(0);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let feeding = self.recent.feeding();
-        let fed = match self.take_over().await {
-            Ok(()) => self.feed().await,
-            Err(error) => Err(error.into()),
-        };
-        if fed.is_ok() {
-            feeding.done();
-        }
-        self.cache.delete_if(LEASE_KEY, holder).await?;
-        fed
-    }
-
-    /// Forgets the members view if another daemon's feeder ran since this one did.
-    async fn take_over(&self) -> Result<(), CacheError> {
-        let holder = self.holder.as_bytes();
-        if self.cache.get(LAST_FEEDER_KEY).await?.as_deref() != Some(holder) {
-            self.members.clear();
-            self.recent.lose();
-            self.cache
-                .put(LAST_FEEDER_KEY, holder, LAST_FEEDER_TTL)
-                .await?;
-        }
-        Ok(())
+        self.feed_pending(false).await
     }
 
     async fn feed(&self) -> Result<usize, FeedError> {
         let mut done = 0;
         loop {
             // Alone, the feeder knows what it was handed; else it reads the queue.
+            let mut shared_read = false;
             let pending = match self.recent.pending(BATCH) {
                 Some(pending) => pending,
                 None => {
+                    shared_read = self.cache.is_shared();
                     let mark = self.recent.mark();
                     let pending = self.events.pending(BATCH).await?;
                     if pending.is_empty() {
@@ -270,7 +243,10 @@ impl Ingest {
             let records = self.recent.take(&*self.events, &pending).await?;
             let mut round = Round::default();
             let mut failure = None;
-            for (seq, record) in &records {
+            for (n, (seq, record)) in records.iter().enumerate() {
+                if n % YIELD_EVERY == YIELD_EVERY - 1 {
+                    tokio::task::yield_now().await;
+                }
                 let event = RoomEvent::from_record(record);
                 round.place = *seq;
                 match self.apply(&event, &mut round).await {
@@ -307,29 +283,14 @@ impl Ingest {
             if let Some(error) = failure.or(delivered.err()) {
                 return Err(error);
             }
+            // With a shared cache the queue was read, and a short read found all there
+            // was: what this daemon recorded since has rung `wake`, and what another
+            // daemon recorded, its feeder feeds once this one lets go of the lease (or
+            // this one, at its next feed). Reading the queue again would find nothing.
+            if shared_read && pending.len() < BATCH as usize {
+                return Ok(done);
+            }
         }
-    }
-
-    /// Renews this feeder's lease after each write of deliveries, so that it lasts
-    /// while the feeder works. One that ran out while no other feeder ran is taken
-    /// again. If another daemon's feeder took it (this one was stuck past
-    /// [`LEASE_TTL`]), this feed stops before it marks anything fed or writes on: the
-    /// other feeds the round again, which delivers nothing twice, and this one's view
-    /// of the members is dropped at its next start.
-    async fn renew(&self) -> Result<(), FeedError> {
-        let holder = self.holder.as_bytes();
-        if self.cache.expire_if(LEASE_KEY, holder, LEASE_TTL).await? {
-            return Ok(());
-        }
-        if self
-            .cache
-            .put_if_absent(LEASE_KEY, holder, LEASE_TTL)
-            .await?
-            && self.cache.get(LAST_FEEDER_KEY).await?.as_deref() == Some(holder)
-        {
-            return Ok(());
-        }
-        Err(FeedError::LeaseLost)
     }
 
     fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<OwnedEventId, Instant>> {

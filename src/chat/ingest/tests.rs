@@ -7,6 +7,7 @@ use ruma::{OwnedUserId, RoomId, ServerName, UserId};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
+use super::lease::{LAST_FEEDER_KEY, LAST_FEEDER_TTL, LEASE_KEY, LEASE_TTL};
 use super::*;
 
 mod durability;

@@ -41,6 +41,9 @@ const PIPELINE: usize = 1000;
 /// The feed's entries appended (and published) in one transaction: each carries its
 /// payload, so fewer than [`PIPELINE`].
 const PLACED: usize = 250;
+/// Commands queued between two yields while a transaction of appends is built: the
+/// feed shares the runtime with the daemon's requests (see the feed's own yields).
+const YIELD_EVERY: usize = 64;
 
 /// Deliveries that follow each other with one dedup key, kind and payload: what one
 /// event brings its recipients.
@@ -115,7 +118,10 @@ impl RedisLog {
                 .collect();
             let mut pipe = redis::pipe();
             pipe.atomic();
-            for (d, id) in part.iter().zip(&ids) {
+            for (n, (d, id)) in part.iter().zip(&ids).enumerate() {
+                if n % YIELD_EVERY == YIELD_EVERY - 1 {
+                    tokio::task::yield_now().await;
+                }
                 let key = keys
                     .entry(&d.user_id)
                     .or_insert_with(|| self.stream(&d.user_id));

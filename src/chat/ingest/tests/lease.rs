@@ -103,3 +103,101 @@ async fn a_lease_that_ran_out_with_no_other_feeder_is_taken_again() {
     assert_eq!(messages(&store, "cs_alice").await, ids);
     assert!(store.pending(10).await.expect("pending").is_empty(), "fed");
 }
+
+/// Who holds the lease now.
+async fn holder(cache: &MemoryCache) -> Option<Vec<u8>> {
+    cache.get(LEASE_KEY).await.expect("get")
+}
+
+#[tokio::test]
+async fn a_feeder_keeps_its_lease_from_one_feed_to_the_next_until_it_lets_go() {
+    let store = Arc::new(MemoryStore::default());
+    let live = GatedLog::new(&store, GatedLog::open(), GatedLog::open());
+    let cache = Arc::new(MemoryCache::default());
+    let (_log, ingest) = settled_over(&store, live, cache.clone()).await;
+    let ours = Some(ingest.holder.as_bytes().to_vec());
+    for (txn, id) in [("2", "$m1"), ("3", "$m2")] {
+        ingest
+            .record(txn, [txn.as_bytes()[0]; 32], &[text(id, "carol", id)], NONE)
+            .await
+            .expect("record");
+        assert_eq!(ingest.feed_pending(true).await.expect("feed"), 1);
+        assert_eq!(holder(&cache).await, ours, "kept after the feed of {id}");
+        let other = b"another feeder";
+        let taken = cache.put_if_absent(LEASE_KEY, other, LEASE_TTL).await;
+        assert!(!taken.expect("try"), "another daemon's feeder waits");
+    }
+    ingest.let_go().await.expect("let go");
+    assert_eq!(holder(&cache).await, None, "let go of");
+    assert_eq!(messages(&store, "cs_alice").await, ["$m1", "$m2"]);
+}
+
+/// A kept lease that ran out, while another daemon's feeder took it and fed, is taken
+/// anew as any lease: the members view that feeder may have changed is dropped.
+#[tokio::test]
+async fn a_kept_lease_that_ran_out_is_taken_over_anew() {
+    let store = Arc::new(MemoryStore::default());
+    let live = GatedLog::new(&store, GatedLog::open(), GatedLog::open());
+    let cache = Arc::new(MemoryCache::default());
+    let (_log, ingest) = settled_over(&store, live, cache.clone()).await;
+    let ours = ingest.holder.as_bytes().to_vec();
+    ingest
+        .record("2", [2; 32], &[text("$m1", "carol", "1")], NONE)
+        .await
+        .expect("record");
+    assert_eq!(ingest.feed_pending(true).await.expect("feed"), 1);
+    cache.delete(LEASE_KEY).await.expect("the lease runs out");
+    let other = b"another feeder";
+    let fed = cache.put(LAST_FEEDER_KEY, other, LAST_FEEDER_TTL).await;
+    fed.expect("the other feeder fed");
+
+    ingest
+        .record("3", [3; 32], &[text("$m2", "carol", "2")], NONE)
+        .await
+        .expect("record");
+    assert_eq!(ingest.feed_pending(true).await.expect("feed"), 1);
+    assert_eq!(holder(&cache).await, Some(ours.clone()), "taken anew");
+    let last = cache.get(LAST_FEEDER_KEY).await.expect("get");
+    assert_eq!(last, Some(ours), "taken over from the other");
+    assert_eq!(messages(&store, "cs_alice").await, ["$m1", "$m2"]);
+}
+
+#[tokio::test]
+async fn the_feed_loop_lets_go_of_its_lease_once_idle_and_when_stopped() {
+    let store = Arc::new(MemoryStore::default());
+    let live = GatedLog::new(&store, GatedLog::open(), GatedLog::open());
+    let cache = Arc::new(MemoryCache::default());
+    let (_log, ingest) = settled_over(&store, live, cache.clone()).await;
+
+    // Idle.
+    let stop = CancellationToken::new();
+    let feeder = tokio::spawn({
+        let (ingest, stop) = (ingest.clone(), stop.clone());
+        async move { ingest.run(stop).await }
+    });
+    ingest
+        .record("2", [2; 32], &[text("$m1", "carol", "1")], NONE)
+        .await
+        .expect("record");
+    until("fed", || store.pending_events_now().is_empty()).await;
+    let mut idle = false;
+    for _ in 0..30_000 {
+        if holder(&cache).await.is_none() {
+            idle = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(idle, "let go of once idle");
+    stop.cancel();
+    feeder.await.expect("task");
+
+    // Stopped right after a feed, which keeps the lease.
+    ingest
+        .record("3", [3; 32], &[text("$m2", "carol", "2")], NONE)
+        .await
+        .expect("record");
+    ingest.run(stop).await;
+    assert_eq!(holder(&cache).await, None, "let go of when stopped");
+    assert_eq!(messages(&store, "cs_alice").await, ["$m1", "$m2"]);
+}

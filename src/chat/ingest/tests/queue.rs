@@ -146,3 +146,41 @@ fn shared_what_is_kept_never_stands_for_the_queue() {
         assert_eq!(recent.pending(10).is_some(), skips, "alone: {alone}");
     }
 }
+
+/// Beside other daemons (a shared cache) the feeder reads the queue: a read that
+/// found less than a batch found all there was and ends the feed, where a full batch
+/// sends it back to the queue.
+#[tokio::test]
+async fn shared_a_short_read_of_the_queue_is_the_feeds_last() {
+    let store = Arc::new(MemoryStore::default());
+    let live = GatedLog::new(&store, GatedLog::open(), GatedLog::open());
+    let shared = Arc::new(MemoryCache::shared());
+    let (log, ingest) = settled_over(&store, live, shared).await;
+    let mut ids = vec!["$a".to_owned()];
+    ingest
+        .record("2", [2; 32], &[text("$a", "carol", "a")], NONE)
+        .await
+        .expect("record");
+    let before = reads(&log);
+    assert_eq!(ingest.run_pending().await.expect("feed"), 1);
+    assert_eq!(
+        reads(&log),
+        before + 1,
+        "one read, which found the one event"
+    );
+
+    let more: Vec<String> = (0..=BATCH).map(|i| format!("$m{i}")).collect();
+    let events: Vec<_> = more.iter().map(|id| text(id, "carol", "hi")).collect();
+    ingest
+        .record("3", [3; 32], &events, NONE)
+        .await
+        .expect("record");
+    let before = reads(&log);
+    assert_eq!(ingest.run_pending().await.expect("feed"), more.len());
+    assert_eq!(reads(&log), before + 2, "a full batch, then the one left");
+    ids.extend(more);
+    let messages: Vec<String> = stream(&store, "cs_alice").await.split_off(1);
+    let expected: Vec<String> = ids.iter().map(|id| format!("message {id}")).collect();
+    assert_eq!(messages, expected, "each once, in order");
+    assert!(store.pending_events_now().is_empty(), "marked fed");
+}
