@@ -51,6 +51,14 @@ fn join(id: &str, who: &str) -> Raw<AnyTimelineEvent> {
     membership(id, who, "join")
 }
 
+/// One message more than a round of feeding takes (`$m0` … `$m1000`), from carol: their
+/// ids and events.
+fn past_a_batch() -> (Vec<String>, Vec<Raw<AnyTimelineEvent>>) {
+    let ids: Vec<String> = (0..=BATCH).map(|i| format!("$m{i}")).collect();
+    let events = ids.iter().map(|id| text(id, "carol", "hi")).collect();
+    (ids, events)
+}
+
 fn text(id: &str, who: &str, body: &str) -> Raw<AnyTimelineEvent> {
     raw(
         json!({"type": "m.room.message", "event_id": id, "room_id": "!r:x",

@@ -27,8 +27,7 @@ async fn stuck_feed(
     let live = GatedLog::new(&store, 1, GatedLog::open());
     let cache = Arc::new(MemoryCache::default());
     let (_log, ingest) = settled_over(&store, live.clone(), cache.clone()).await;
-    let ids: Vec<String> = (0..=BATCH).map(|i| format!("$m{i}")).collect();
-    let events: Vec<_> = ids.iter().map(|id| text(id, "carol", "hi")).collect();
+    let (ids, events) = past_a_batch();
     ingest
         .record("2", [2; 32], &events, NONE)
         .await
@@ -104,6 +103,15 @@ async fn a_lease_that_ran_out_with_no_other_feeder_is_taken_again() {
     assert!(store.pending(10).await.expect("pending").is_empty(), "fed");
 }
 
+/// An ingest whose feeder has fed once, with its cache.
+async fn settled_with_cache() -> (Arc<MemoryStore>, Arc<MemoryCache>, Arc<Ingest>) {
+    let store = Arc::new(MemoryStore::default());
+    let live = GatedLog::new(&store, GatedLog::open(), GatedLog::open());
+    let cache = Arc::new(MemoryCache::default());
+    let (_log, ingest) = settled_over(&store, live, cache.clone()).await;
+    (store, cache, ingest)
+}
+
 /// Who holds the lease now.
 async fn holder(cache: &MemoryCache) -> Option<Vec<u8>> {
     cache.get(LEASE_KEY).await.expect("get")
@@ -111,10 +119,7 @@ async fn holder(cache: &MemoryCache) -> Option<Vec<u8>> {
 
 #[tokio::test]
 async fn a_feeder_keeps_its_lease_from_one_feed_to_the_next_until_it_lets_go() {
-    let store = Arc::new(MemoryStore::default());
-    let live = GatedLog::new(&store, GatedLog::open(), GatedLog::open());
-    let cache = Arc::new(MemoryCache::default());
-    let (_log, ingest) = settled_over(&store, live, cache.clone()).await;
+    let (store, cache, ingest) = settled_with_cache().await;
     let ours = Some(ingest.holder.as_bytes().to_vec());
     for (txn, id) in [("2", "$m1"), ("3", "$m2")] {
         ingest
@@ -136,10 +141,7 @@ async fn a_feeder_keeps_its_lease_from_one_feed_to_the_next_until_it_lets_go() {
 /// anew as any lease: the members view that feeder may have changed is dropped.
 #[tokio::test]
 async fn a_kept_lease_that_ran_out_is_taken_over_anew() {
-    let store = Arc::new(MemoryStore::default());
-    let live = GatedLog::new(&store, GatedLog::open(), GatedLog::open());
-    let cache = Arc::new(MemoryCache::default());
-    let (_log, ingest) = settled_over(&store, live, cache.clone()).await;
+    let (store, cache, ingest) = settled_with_cache().await;
     let ours = ingest.holder.as_bytes().to_vec();
     ingest
         .record("2", [2; 32], &[text("$m1", "carol", "1")], NONE)
@@ -164,10 +166,7 @@ async fn a_kept_lease_that_ran_out_is_taken_over_anew() {
 
 #[tokio::test]
 async fn the_feed_loop_lets_go_of_its_lease_once_idle_and_when_stopped() {
-    let store = Arc::new(MemoryStore::default());
-    let live = GatedLog::new(&store, GatedLog::open(), GatedLog::open());
-    let cache = Arc::new(MemoryCache::default());
-    let (_log, ingest) = settled_over(&store, live, cache.clone()).await;
+    let (store, cache, ingest) = settled_with_cache().await;
 
     // Idle.
     let stop = CancellationToken::new();

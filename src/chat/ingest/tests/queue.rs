@@ -169,8 +169,7 @@ async fn shared_a_short_read_of_the_queue_is_the_feeds_last() {
         "one read, which found the one event"
     );
 
-    let more: Vec<String> = (0..=BATCH).map(|i| format!("$m{i}")).collect();
-    let events: Vec<_> = more.iter().map(|id| text(id, "carol", "hi")).collect();
+    let (more, events) = past_a_batch();
     ingest
         .record("3", [3; 32], &events, NONE)
         .await
